@@ -1,0 +1,209 @@
+"""The temporal building blocks of the video ResNets and the conv makers that choose them.
+
+Layout: inside the backbone every feature map is a batch of frames, `(N*T, C, H, W)`, so
+2D convolutions, BatchNorm and ReLU run on the best-tuned 2D kernels (as in TSN/TSM). The
+modules made here receive the frame count `num_frames` as a second argument and reshape to
+`(N, C, T, H, W)` only where they mix information over time.
+
+A conv maker builds the 3x3 convolution of a residual block (see `ConvMaker`). Every module
+it builds takes `(x, num_frames)` and can initialise itself from a 2D ImageNet kernel
+(`init_from_2d`), so the pretrained mapping never needs to know its inner layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(N*T, C, H, W) -> (N, C, T, H, W), a view."""
+    nt, c, h, w = x.shape
+    return x.view(nt // num_frames, num_frames, c, h, w).transpose(1, 2)
+
+
+def to_frames(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) -> (N*T, C, H, W); copies only if x is not frame-major in memory."""
+    n, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(n * t, c, h, w)
+
+
+def inflate_2d(weight: torch.Tensor, time: int) -> torch.Tensor:
+    """I3D inflation: repeat a (O, I, kh, kw) kernel over time and divide by the length."""
+    return weight.unsqueeze(2).repeat(1, 1, time, 1, 1) / time
+
+
+def split_channels(channels: int, r_st: float, r_s: float) -> tuple[int, int, int]:
+    """Channel counts of the (spatio-temporal, spatial, temporal) groups of a GDM.
+
+    Rounded so they always sum to `channels`; a group may be empty (r_st = 1 is R3D,
+    r_s = 1 is R2D, r_st + r_s = 1 is the GST split).
+    """
+    if not (0.0 <= r_st <= 1.0 and 0.0 <= r_s <= 1.0 and r_st + r_s <= 1.0 + 1e-9):
+        raise ValueError(f"GDM ratios need 0 <= r_st, r_s and r_st + r_s <= 1, got r_st={r_st}, r_s={r_s}")
+    st = int(round(channels * r_st))
+    s = min(int(round(channels * r_s)), channels - st)
+    return st, s, channels - st - s
+
+
+class FrameConv2d(nn.Conv2d):
+    """A per-frame 2D convolution (TSN, TSM): time is ignored."""
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def init_from_2d(self, weight: torch.Tensor) -> list[str]:
+        self.weight.data.copy_(weight)
+        return []
+
+
+class VideoConv3d(nn.Conv3d):
+    """A full spatio-temporal convolution, kernel (kt, k, k), no temporal stride (R3D/I3D)."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, kernel_t: int = 3, kernel: int = 3):
+        super().__init__(
+            in_planes, out_planes, (kernel_t, kernel, kernel), stride=(1, stride, stride),
+            padding=(kernel_t // 2, kernel // 2, kernel // 2), bias=False,
+        )
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
+        return to_frames(super().forward(to_video(x, num_frames)))
+
+    def init_from_2d(self, weight: torch.Tensor) -> list[str]:
+        self.weight.data.copy_(inflate_2d(weight, self.kernel_size[0]))
+        return []
+
+
+class GDM(nn.Module):
+    """Grouped Decomposed Module (paper section 2.2, Fig. 2a).
+
+    The channels are split into three groups, in this order: a spatio-temporal group
+    through a 3x3x3 conv (ratio r_st), a spatial group through a 1x3x3 conv (r_s) and a
+    temporal group through a 3x1x1 conv (the rest). The outputs are concatenated in the same
+    order. The spatial stride applies to every group; no bias (BatchNorm follows). With the
+    default ratios the module holds 33/8 * C_in * C_out weights (Table 1).
+
+    Parameters: `st.weight` (C_st', C_st, 3, 3, 3), `s.weight` (C_s', C_s, 3, 3),
+    `t.weight` (C_t', C_t, 3, 1, 1); an empty group has no module (None).
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, r_st: float = 0.25, r_s: float = 0.5):
+        super().__init__()
+        self.in_splits = split_channels(in_planes, r_st, r_s)
+        self.out_splits = split_channels(out_planes, r_st, r_s)
+        for cin, cout, group in zip(self.in_splits, self.out_splits, ("st", "s", "t")):
+            if (cin == 0) != (cout == 0):
+                raise ValueError(
+                    f"GDM {in_planes}->{out_planes} with r_st={r_st}, r_s={r_s}: group '{group}' "
+                    f"would map {cin} to {cout} channels; choose ratios that split both sides"
+                )
+        (i_st, i_s, i_t), (o_st, o_s, o_t) = self.in_splits, self.out_splits
+        self.st = VideoConv3d(i_st, o_st, stride) if o_st else None
+        self.s = nn.Conv2d(i_s, o_s, 3, stride=stride, padding=1, bias=False) if o_s else None
+        self.t = VideoConv3d(i_t, o_t, stride, kernel_t=3, kernel=1) if o_t else None
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        x_st, x_s, x_t = torch.split(x, self.in_splits, dim=1)
+        outs = []
+        if self.st is not None:
+            outs.append(self.st(x_st, num_frames))
+        if self.s is not None:
+            outs.append(self.s(x_s))
+        if self.t is not None:
+            outs.append(self.t(x_t, num_frames))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+    def init_from_2d(self, weight: torch.Tensor) -> list[str]:
+        """Section 3.2: the spatial group takes its slice of the 2D kernel, the spatio-temporal
+        group the same kind of slice inflated over time; the temporal group stays random."""
+        (i_st, i_s, _), (o_st, o_s, _) = self.in_splits, self.out_splits
+        if self.st is not None:
+            self.st.init_from_2d(weight[:o_st, :i_st])
+        if self.s is not None:
+            self.s.weight.data.copy_(weight[o_st:o_st + o_s, i_st:i_st + i_s])
+        return ["t.weight"] if self.t is not None else []
+
+
+class Conv2Plus1d(nn.Module):
+    """P3D / R(2+1)D: a 1x3x3 spatial conv, BatchNorm and ReLU, then a 3x1x1 temporal conv.
+
+    `mid_planes` defaults to `out_planes` (P3D-A, 12 * C_in * C_out weights as in Table 1);
+    `mid_planes="matched"` uses the R(2+1)D width that matches a 3x3x3 conv's weight count.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, mid_planes: int | str | None = None):
+        super().__init__()
+        if mid_planes is None:
+            mid_planes = out_planes
+        elif mid_planes == "matched":
+            mid_planes = math.floor(27 * in_planes * out_planes / (9 * in_planes + 3 * out_planes))
+        self.spatial = nn.Conv2d(in_planes, int(mid_planes), 3, stride=stride, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(int(mid_planes))
+        self.relu = nn.ReLU(inplace=True)
+        self.temporal = VideoConv3d(int(mid_planes), out_planes, 1, kernel_t=3, kernel=1)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return self.temporal(self.relu(self.bn(self.spatial(x))), num_frames)
+
+    def init_from_2d(self, weight: torch.Tensor) -> list[str]:
+        if self.spatial.weight.shape != weight.shape:
+            return ["spatial.weight", "temporal.weight"]
+        self.spatial.weight.data.copy_(weight)
+        return ["temporal.weight"]
+
+
+class TemporalShift(nn.Module):
+    """TSM (Lin et al. 2019): 1/fold_div of the channels moves one frame back in time, another
+    1/fold_div one frame forward, zeros fill the ends; no parameters.
+
+    Written with slices, padding and one concatenation (no slice assignment), so exported
+    graphs keep the data dependency instead of tracing a constant.
+    """
+
+    def __init__(self, fold_div: int = 8):
+        super().__init__()
+        self.fold_div = fold_div
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        nt, c, h, w = x.shape
+        fold = c // self.fold_div
+        v = x.view(nt // num_frames, num_frames, c, h, w)  # (N, T, C, H, W)
+        # F.pad pads the last dimensions first: (w, w, h, h, c, c, t_before, t_after).
+        back = F.pad(v[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))  # out[t] = x[t + 1]
+        fwd = F.pad(v[:, :-1, fold:2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))  # out[t] = x[t - 1]
+        return torch.cat([back, fwd, v[:, :, 2 * fold:]], dim=2).view(nt, c, h, w)
+
+
+@dataclass(frozen=True)
+class ConvMaker:
+    """Chooses the 3x3 convolution of a residual block, and whether the block shifts its
+    input in time first (TSM). `conv(...)` returns a module called as `m(x, num_frames)`."""
+
+    kind: str = "2d"
+    r_st: float = 0.25
+    r_s: float = 0.5
+    shift_div: int = 8
+    mid_planes: int | str | None = None
+
+    def conv(self, in_planes: int, out_planes: int, stride: int) -> nn.Module:
+        if self.kind in ("2d", "shift"):
+            return FrameConv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        if self.kind == "3d":
+            return VideoConv3d(in_planes, out_planes, stride)
+        if self.kind == "gdm":
+            return GDM(in_planes, out_planes, stride, self.r_st, self.r_s)
+        if self.kind == "gst":
+            return GDM(in_planes, out_planes, stride, self.r_st, 1.0 - self.r_st)
+        if self.kind == "2plus1d":
+            return Conv2Plus1d(in_planes, out_planes, stride, self.mid_planes)
+        raise ValueError(f"unknown conv maker '{self.kind}'; choose one of {', '.join(CONV_MAKERS)}")
+
+    def residual_shift(self) -> nn.Module | None:
+        return TemporalShift(self.shift_div) if self.kind == "shift" else None
+
+
+CONV_MAKERS = ("2d", "gdm", "3d", "2plus1d", "shift", "gst")

@@ -1,0 +1,171 @@
+"""Named models: `create_model(name, ...)` and `list_models()`, used by the CLI, the tests
+and the benchmarks alike. Each entrypoint is a few lines that fix the architecture."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+from gdn.models.layers import ConvMaker
+from gdn.models.resnet import VideoResNet
+
+_MODELS: dict[str, Callable[..., VideoResNet]] = {}
+
+# depth -> (block, blocks per stage)
+RESNET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+}
+# The demo size: trains in minutes on a 2-core CPU.
+TINY = dict(block="basic", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16)
+
+
+def register_model(fn: Callable[..., VideoResNet]) -> Callable[..., VideoResNet]:
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+
+
+def create_model(name: str, num_classes: int = 174, pretrained: str | None = None, **overrides) -> nn.Module:
+    """Build a named model.
+
+    Args:
+        name: one of `list_models()`.
+        num_classes: classifier size (174 for Something-Something).
+        pretrained: ImageNet 2D weights, a torchvision-format state dict file or an http(s)
+            URL, or "imagenet" for torchvision's ResNet weights of the same depth (online).
+        overrides: keyword arguments of the entrypoint / `VideoResNet` (dropout,
+            zero_init_residual, r_st, r_s, conv_makers, ...).
+    """
+    if name not in _MODELS:
+        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
+    model = _MODELS[name](num_classes=num_classes, **overrides)
+    if pretrained:
+        from gdn.models.pretrained import load_imagenet
+
+        load_imagenet(model, pretrained, depth=_depth_of(name))
+    return model
+
+
+def _depth_of(name: str) -> int | None:
+    suffix = name.rsplit("_r", 1)[-1]
+    return int(suffix) if suffix.isdigit() else None
+
+
+def _resnet(depth: int, makers, **kwargs) -> VideoResNet:
+    block, layers = RESNET_DEPTHS[depth]
+    return VideoResNet(block, layers, makers, **kwargs)
+
+
+def _tiny(makers, **kwargs) -> VideoResNet:
+    return VideoResNet(conv_makers=makers, **{**TINY, **kwargs})
+
+
+def _gdm(r_st: float, r_s: float) -> ConvMaker:
+    return ConvMaker("gdm", r_st=r_st, r_s=r_s)
+
+
+# GDN (the paper): every 3x3 conv is a GDM, r_st = 1/4, r_s = 1/2.
+@register_model
+def gdn_r18(r_st: float = 0.25, r_s: float = 0.5, **kw) -> VideoResNet:
+    return _resnet(18, _gdm(r_st, r_s), **kw)
+
+
+@register_model
+def gdn_r34(r_st: float = 0.25, r_s: float = 0.5, **kw) -> VideoResNet:
+    return _resnet(34, _gdm(r_st, r_s), **kw)
+
+
+@register_model
+def gdn_r50(r_st: float = 0.25, r_s: float = 0.5, **kw) -> VideoResNet:
+    return _resnet(50, _gdm(r_st, r_s), **kw)
+
+
+@register_model
+def gdn_r101(r_st: float = 0.25, r_s: float = 0.5, **kw) -> VideoResNet:
+    return _resnet(101, _gdm(r_st, r_s), **kw)
+
+
+# Baselines of Table 2.
+@register_model
+def tsn_r18(**kw) -> VideoResNet:
+    return _resnet(18, "2d", **kw)
+
+
+@register_model
+def tsn_r50(**kw) -> VideoResNet:
+    return _resnet(50, "2d", **kw)
+
+
+@register_model
+def tsm_r18(**kw) -> VideoResNet:
+    return _resnet(18, "shift", **kw)
+
+
+@register_model
+def tsm_r50(**kw) -> VideoResNet:
+    return _resnet(50, "shift", **kw)
+
+
+@register_model
+def i3d_r50(**kw) -> VideoResNet:
+    return _resnet(50, "3d", **kw)
+
+
+@register_model
+def r2plus1d_r50(**kw) -> VideoResNet:
+    return _resnet(50, "2plus1d", **kw)
+
+
+@register_model
+def gst_r50(**kw) -> VideoResNet:
+    return _resnet(50, "gst", **kw)
+
+
+@register_model
+def s3d_r50(**kw) -> VideoResNet:
+    """S3D-style (Xie et al. 2018, "top-heavy"): 2D convs in the low stages, 3D in the high."""
+    return _resnet(50, ("2d", "2d", "3d", "3d"), **kw)
+
+
+# Demo-sized variants, every family at the same widths.
+@register_model
+def gdn_tiny(r_st: float = 0.25, r_s: float = 0.5, **kw) -> VideoResNet:
+    return _tiny(_gdm(r_st, r_s), **kw)
+
+
+@register_model
+def tsn_tiny(**kw) -> VideoResNet:
+    return _tiny("2d", **kw)
+
+
+@register_model
+def tsm_tiny(**kw) -> VideoResNet:
+    return _tiny("shift", **kw)
+
+
+@register_model
+def i3d_tiny(**kw) -> VideoResNet:
+    return _tiny("3d", **kw)
+
+
+@register_model
+def r2plus1d_tiny(**kw) -> VideoResNet:
+    return _tiny("2plus1d", **kw)
+
+
+@register_model
+def gst_tiny(**kw) -> VideoResNet:
+    return _tiny("gst", **kw)
+
+
+@register_model
+def s3d_tiny(**kw) -> VideoResNet:
+    return _tiny(("2d", "2d", "3d", "3d"), **kw)
