@@ -45,8 +45,8 @@ def split_channels(channels: int, r_st: float, r_s: float) -> tuple[int, int, in
     """
     if not (0.0 <= r_st <= 1.0 and 0.0 <= r_s <= 1.0 and r_st + r_s <= 1.0 + 1e-9):
         raise ValueError(f"GDM ratios need 0 <= r_st, r_s and r_st + r_s <= 1, got r_st={r_st}, r_s={r_s}")
-    st = int(round(channels * r_st))
-    s = min(int(round(channels * r_s)), channels - st)
+    st = math.floor(channels * r_st + 0.5)  # round half up (Python's round() goes to even)
+    s = min(math.floor(channels * r_s + 0.5), channels - st)
     return st, s, channels - st - s
 
 
@@ -150,10 +150,8 @@ class Conv2Plus1d(nn.Module):
         return self.temporal(self.relu(self.bn(self.spatial(x))), num_frames)
 
     def init_from_2d(self, weight: torch.Tensor) -> list[str]:
-        if self.spatial.weight.shape != weight.shape:
-            return ["spatial.weight", "temporal.weight"]
-        self.spatial.weight.data.copy_(weight)
-        return ["temporal.weight"]
+        self.spatial.weight.data.copy_(weight)  # mid_planes == out_planes; raises otherwise
+        return ["temporal.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
 
 
 class TemporalShift(nn.Module):
