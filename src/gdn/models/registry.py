@@ -120,8 +120,9 @@ def i3d_r50(**kw) -> VideoResNet:
 
 
 @register_model
-def r2plus1d_r50(**kw) -> VideoResNet:
-    return _resnet(50, "2plus1d", **kw)
+def r2plus1d_r50(mid_planes: int | str | None = None, **kw) -> VideoResNet:
+    """P3D width by default; mid_planes="matched" for R(2+1)D's parameter-matched width."""
+    return _resnet(50, ConvMaker("2plus1d", mid_planes=mid_planes), **kw)
 
 
 @register_model

@@ -1,0 +1,107 @@
+"""`gdn bench-data`: training clips per second of ONE worker process (one core), for WebM and
+JPEG-folder sources, with the full training pipeline (TSN sampling, decode of the sampled frames,
+short side 256, multi-scale crop, resize to 224, flip, normalise).
+
+Without ``--root`` it writes a synthetic 240p Something-Something in both layouts (the same clips
+as VP9 WebM and as JPEG folders) with ``gdn.data.synthetic.generate``. Targets per core:
+>= 35 clips/s from 240p VP9 WebM, >= 100 clips/s from JPEG folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gdn.commands.check_data import table
+from gdn.data.datasets import build_dataset
+from gdn.data.decode import count_frames_cached
+
+HELP = "training-pipeline throughput (clips/s per worker process) for WebM and JPEG sources"
+log = logging.getLogger(__name__)
+TARGETS = {"webm": 35.0, "jpeg": 100.0}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, help="an existing dataset instead of the synthetic one")
+    p.add_argument("--dataset", choices=["ssv1", "ssv2", "list"],
+                   help="with --root: its layout (ssv2 WebM or ssv1 JPEG folders)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--cache-dir", type=Path,
+                   help="keep the synthetic dataset here and reuse it (default: a temporary folder)")
+    p.add_argument("--frames", default="8,16", help="comma-separated frame counts")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--samples", type=int, default=96, help="clips timed per configuration")
+    p.add_argument("--videos", type=int, default=48, help="synthetic training videos")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _synthetic(out: Path, videos: int) -> dict[str, tuple[str, Path]]:
+    from gdn.data.synthetic import generate
+
+    sources = {"webm": ("ssv2", out / "ssv2"), "jpeg": ("ssv1", out / "ssv1")}
+    per_class = max(1, videos // 8)  # 4 pairs = 8 classes
+    for fmt, root in sources.values():
+        if (root / "something-something-v2-train.json").exists() or \
+                (root / "something-something-v1-train.csv").exists():
+            continue
+        log.info("writing a synthetic 240p %s dataset to %s", fmt, root)
+        # SSv2 clips: 240 px high, 12 fps, 2-6 s
+        generate(root, format=fmt, classes=4, train_per_class=per_class, val_per_class=1,
+                 test_per_class=1, height=240, width=426, min_frames=24, max_frames=72, seed=0)
+    return sources
+
+
+def bench(name: str, root: Path, split: str, frames: int, size: int, samples: int) -> dict:
+    """Time ``samples`` training items in this process (one thread).
+
+    Frame counts are taken before timing, as a training worker has them after its first epoch
+    (or from ``build_dataset(cache_dir=...)``). Reports clips/s of wall time and of this
+    process's CPU time; on a shared machine the CPU figure is the per-core throughput.
+    """
+    ds = build_dataset(name, root, split, frames=frames, size=size, train=True)
+    for entry in ds.entries:
+        if not entry.frames:
+            count_frames_cached(entry.path, ds.frame_counts)
+    for i in range(min(2, len(ds))):  # warm up (imports, allocator)
+        ds[(i, 99)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for k in range(samples):
+        ds[(k % len(ds), k // len(ds))]
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"dataset": name, "root": str(root), "videos": len(ds), "frames": frames, "size": size,
+            "samples": samples, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "clips_per_s_wall": round(samples / wall, 1), "clips_per_s_cpu": round(samples / cpu, 1),
+            "source": "jpeg" if ds.entries[0].frames else "webm"}
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)  # one worker process = one core
+    frame_counts = [int(v) for v in args.frames.split(",") if v]
+    with tempfile.TemporaryDirectory(prefix="gdn-bench-data-") as tmp:
+        if args.root is not None:
+            if args.dataset is None:
+                raise SystemExit("gdn bench-data: --root needs --dataset (ssv1, ssv2 or list)")
+            sources = {"data": (args.dataset, args.root)}
+        else:
+            sources = _synthetic(args.cache_dir or Path(tmp), args.videos)
+        rows = [bench(name, root, args.split, f, args.size, args.samples)
+                for name, root in sources.values() for f in frame_counts]
+    for r in rows:
+        r["target_per_core"] = TARGETS.get(r["source"])
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(table(["source", "dataset", "frames", "size", "clips/s (CPU time)", "clips/s (wall)",
+                 "target/core"],
+                [[r["source"], r["dataset"], r["frames"], r["size"], r["clips_per_s_cpu"],
+                  r["clips_per_s_wall"], r["target_per_core"] or "-"] for r in rows]))
+    print(f"\n{args.samples} training clips per row in one process with one thread. CPU time is "
+          "the per-core rate; wall time is lower when other processes share the cores. "
+          "A DataLoader with N workers gives about N times the per-core rate on N free cores.")
+    return 0

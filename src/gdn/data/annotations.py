@@ -1,0 +1,315 @@
+"""Annotation readers: Something-Something V1 and V2 as distributed, and generic list files.
+
+Each reader returns :class:`Annotations`: the class names (index = label), one :class:`Entry` per
+video, and every problem found (unknown class, label out of range, duplicate id, malformed line)
+with the file and line (for JSON: the entry index). :meth:`Annotations.raise_for_problems` turns
+problems into one :class:`AnnotationError`; datasets call it at build time so a bad label can
+never reach the GPU as a device-side assert. ``gdn check-data`` lists them all instead.
+
+Layouts (see docs/reference: something-something.md):
+
+- ``ssv1``: ``20bn-something-something-v1/<id>/00001.jpg ...``, ``something-something-v1-labels.csv``
+  (174 names, one a line), ``-train.csv`` / ``-validation.csv`` (``<id>;<class name>``),
+  ``-test.csv`` (``<id>``). Label order ``"sorted"`` (alphabetical, TSM/GST) or ``"csv"``
+  (file order, MMAction2).
+- ``ssv2``: ``20bn-something-something-v2/<id>.webm`` (or ``<id>/`` frame folders),
+  ``something-something-v2-labels.json`` (``{template: "index"}``), ``-train.json`` /
+  ``-validation.json`` (``[{"id", "template", ...}]``; class = template without ``[`` ``]``),
+  ``-test.json`` (``[{"id"}]``).
+- ``list``: TSM/MMAction2 lists, ``<dir> <num_frames> <label>`` (frame folders) or
+  ``<path> <label>`` (videos), paths relative to the root; a ``<path>`` alone is unlabelled.
+  Optional class-names file, one name a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AnnotationError", "Annotations", "Entry", "Problem", "read_annotations",
+           "read_ssv1", "read_ssv2", "read_list", "normalize_split", "DATASETS"]
+
+DATASETS = ("ssv1", "ssv2", "list")
+SSV1_FRAMES = "20bn-something-something-v1"
+SSV2_VIDEOS = "20bn-something-something-v2"
+_SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+
+
+class AnnotationError(ValueError):
+    """An annotation file cannot be used as is; the message names the file, the line and what
+    to do."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One video: its id, where its frames are, its label (-1: unknown) and where it was read."""
+
+    id: str
+    path: Path  # a video file or a folder of JPEG frames
+    label: int
+    line: int  # 1-based line, or 0-based entry index for JSON files
+    frames: bool  # True: `path` is a frame folder; False: a video file (or a folder, see dataset)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    where: str  # "line 12" / "entry 11"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}, {self.where}: {self.reason}"
+
+
+@dataclass
+class Annotations:
+    name: str
+    split: str
+    file: Path
+    classes: list[str]
+    entries: list[Entry]
+    problems: list[Problem] = field(default_factory=list)
+
+    def raise_for_problems(self, show: int = 5) -> None:
+        """Raise :class:`AnnotationError` listing the first ``show`` problems, if any."""
+        if not self.problems:
+            return
+        lines = [str(p) for p in self.problems[:show]]
+        more = len(self.problems) - show
+        if more > 0:
+            lines.append(f"... and {more} more")
+        raise AnnotationError(
+            f"{len(self.problems)} problem(s) in the {self.name} {self.split} annotations:\n  "
+            + "\n  ".join(lines)
+            + "\nFix or remove these entries (class names and label files must come from the "
+            f"same release); `gdn check-data --dataset {self.name} --root ...` lists them all."
+        )
+
+
+def normalize_split(split: str) -> str:
+    """``train`` / ``val`` / ``validation`` / ``test`` -> the official file-name part."""
+    try:
+        return _SPLITS[split]
+    except KeyError:
+        raise ValueError(f"unknown split {split!r}: use train, val (validation) or test") from None
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise AnnotationError(f"{path}: {what} not found. Check --root (the folder that holds "
+                              "the annotation files and the video folder).")
+    return path
+
+
+def _drop_duplicates(entries: list[Entry], file: Path, problems: list[Problem],
+                     unit: str) -> list[Entry]:
+    """The entries with the first of each id; each later one is a problem."""
+    first: dict[str, int] = {}
+    kept = []
+    for e in entries:
+        if e.id in first:
+            problems.append(Problem(file, f"{unit} {e.line}",
+                                    f"duplicate id {e.id!r} (first at {unit} {first[e.id]}); "
+                                    "remove one of them"))
+        else:
+            first[e.id] = e.line
+            kept.append(e)
+    return kept
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    with open(path, encoding="utf-8") as f:
+        return [(i, line.strip()) for i, line in enumerate(f, 1) if line.strip()]
+
+
+def read_ssv1(root: str | Path, split: str, label_order: str = "sorted") -> Annotations:
+    """Something-Something V1 (frame folders, CSV annotations)."""
+    root, split = Path(root), normalize_split(split)
+    if label_order not in ("sorted", "csv"):
+        raise ValueError(f"unknown label_order {label_order!r}: use 'sorted' (TSM/GST) or 'csv' "
+                         "(MMAction2)")
+    labels_file = _require(root / "something-something-v1-labels.csv", "SSv1 label file")
+    problems: list[Problem] = []
+    names = [name for _, name in _read_lines(labels_file)]
+    classes = sorted(names) if label_order == "sorted" else names
+    index = {name: i for i, name in enumerate(classes)}
+    if len(index) != len(names):
+        seen: set[str] = set()
+        for ln, name in _read_lines(labels_file):
+            if name in seen:
+                problems.append(Problem(labels_file, f"line {ln}", f"class {name!r} listed twice"))
+            seen.add(name)
+
+    file = _require(root / f"something-something-v1-{split}.csv", f"SSv1 {split} list")
+    entries: list[Entry] = []
+    for ln, line in _read_lines(file):
+        vid, sep, name = line.partition(";")
+        vid, name = vid.strip(), name.strip()
+        if split == "test" and not name:
+            label = -1
+        elif not sep or not vid or not name:
+            problems.append(Problem(file, f"line {ln}", f"expected '<id>;<class name>', got {line!r}"))
+            continue
+        elif name not in index:
+            problems.append(Problem(file, f"line {ln}", f"unknown class {name!r} (not in "
+                                    f"{labels_file.name})"))
+            continue
+        else:
+            label = index[name]
+        entries.append(Entry(vid, root / SSV1_FRAMES / vid, label, ln, frames=True))
+    entries = _drop_duplicates(entries, file, problems, "line")
+    return Annotations("ssv1", split, file, classes, entries, problems)
+
+
+def _load_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e}); re-download or re-extract it") from e
+
+
+def read_ssv2(root: str | Path, split: str, frames_dir: str | Path | None = None) -> Annotations:
+    """Something-Something V2 (WebM videos or extracted frame folders, JSON annotations).
+
+    Frames are read from ``<frames_dir>/<id>/`` when ``frames_dir`` is given, or from
+    ``20bn-something-something-v2/<id>/`` when that folder exists for the first video;
+    otherwise from ``20bn-something-something-v2/<id>.webm``.
+    """
+    root, split = Path(root), normalize_split(split)
+    problems: list[Problem] = []
+    labels_file = _require(root / "something-something-v2-labels.json", "SSv2 label file")
+    raw = _load_json(labels_file)
+    if not isinstance(raw, dict):
+        raise AnnotationError(f"{labels_file}: expected an object {{template: index}}")
+    by_index: dict[int, str] = {}
+    for i, (template, value) in enumerate(raw.items()):
+        try:
+            idx = int(value)
+        except (TypeError, ValueError):
+            problems.append(Problem(labels_file, f"entry {i}", f"index {value!r} is not an integer"))
+            continue
+        if idx in by_index:
+            problems.append(Problem(labels_file, f"entry {i}", f"index {idx} used twice"))
+        by_index[idx] = template
+    if by_index and sorted(by_index) != list(range(len(by_index))):
+        problems.append(Problem(labels_file, "all entries",
+                                f"indices are not 0..{len(by_index) - 1} without gaps"))
+    classes = [by_index[i] for i in sorted(by_index)]
+    index = {name: i for i, name in enumerate(classes)}
+
+    file = _require(root / f"something-something-v2-{split}.json", f"SSv2 {split} list")
+    items = _load_json(file)
+    if not isinstance(items, list):
+        raise AnnotationError(f"{file}: expected a list of {{\"id\": ...}} objects")
+    videos = root / SSV2_VIDEOS
+    if frames_dir is not None:
+        folder, frames = Path(frames_dir), True
+    else:
+        first = next((it.get("id") for it in items if isinstance(it, dict) and "id" in it), None)
+        folder, frames = videos, first is not None and (videos / str(first)).is_dir()
+    if frames:
+        log.info("SSv2 %s: reading frame folders from %s", split, folder)
+
+    entries: list[Entry] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "id" not in item:
+            problems.append(Problem(file, f"entry {i}", f"expected an object with an 'id', got {item!r}"))
+            continue
+        vid = str(item["id"])
+        template = item.get("template")
+        if template is None:
+            if split != "test":
+                problems.append(Problem(file, f"entry {i}", f"video {vid} has no 'template'"))
+                continue
+            label = -1
+        else:
+            name = template.replace("[", "").replace("]", "")
+            if name not in index:
+                problems.append(Problem(file, f"entry {i}", f"template {template!r} of video {vid} "
+                                        f"matches no class in {labels_file.name}"))
+                continue
+            label = index[name]
+        path = folder / vid if frames else folder / f"{vid}.webm"
+        entries.append(Entry(vid, path, label, i, frames=frames))
+    entries = _drop_duplicates(entries, file, problems, "entry")
+    return Annotations("ssv2", split, file, classes, entries, problems)
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
+
+
+def read_list(root: str | Path, list_file: str | Path, classes_file: str | Path | None = None,
+              split: str = "train") -> Annotations:
+    """A TSM/MMAction2 list file; relative paths (list, class names, videos) are under ``root``.
+
+    The format is decided for the whole file: frame folders when every line ends in two
+    integers (``<dir> <num_frames> <label>``), otherwise videos (``<path> <label>``, or
+    ``<path>`` alone for unlabelled test lists). Without a class-names file the classes are
+    ``"0" .. str(max label)``.
+    """
+    root = Path(root)
+    file = Path(list_file)
+    file = _require(file if file.is_absolute() else root / file, "list file")
+    lines = _read_lines(file)
+    frames = bool(lines) and all(
+        len(t := line.split()) >= 3 and _is_int(t[-1]) and _is_int(t[-2]) for _, line in lines)
+    problems: list[Problem] = []
+    parsed: list[tuple[int, str, int]] = []
+    for ln, line in lines:
+        if frames:
+            path, _, label = line.rsplit(maxsplit=2)
+        else:
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) == 2 and _is_int(parts[1]):
+                path, label = parts
+            else:
+                path, label = line, "-1"
+        label = int(label)
+        if label < -1:
+            problems.append(Problem(file, f"line {ln}", f"negative label {label}"))
+            continue
+        parsed.append((ln, path, label))
+
+    if classes_file is not None:
+        cf = Path(classes_file)
+        cf = _require(cf if cf.is_absolute() else root / cf, "class-names file")
+        classes = [name for _, name in _read_lines(cf)]
+    else:
+        classes = [str(i) for i in range(max((lb for _, _, lb in parsed), default=-1) + 1)]
+    entries: list[Entry] = []
+    for ln, path, label in parsed:
+        if label >= len(classes):
+            problems.append(Problem(file, f"line {ln}", f"label {label} out of range: "
+                                    f"{len(classes)} classes in {classes_file}"))
+            continue
+        p = Path(path)
+        entries.append(Entry(path, p if p.is_absolute() else root / p, label, ln, frames=frames))
+    entries = _drop_duplicates(entries, file, problems, "line")
+    return Annotations("list", split, file, classes, entries, problems)
+
+
+def read_annotations(name: str, root: str | Path, split: str, *, label_order: str = "sorted",
+                     frames_dir: str | Path | None = None, list_file: str | Path | None = None,
+                     classes_file: str | Path | None = None) -> Annotations:
+    """Read one split of dataset ``name`` (``ssv1``, ``ssv2`` or ``list``); problems are
+    collected, not raised (see :meth:`Annotations.raise_for_problems`).
+
+    For ``list`` without ``list_file``, ``<root>/<split>.txt`` is read.
+    """
+    if name == "ssv1":
+        return read_ssv1(root, split, label_order)
+    if name == "ssv2":
+        return read_ssv2(root, split, frames_dir)
+    if name == "list":
+        return read_list(root, list_file or f"{split}.txt", classes_file, split)
+    raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")

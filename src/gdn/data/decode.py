@@ -1,0 +1,421 @@
+"""Decoding videos and JPEG frame folders into uint8 RGB arrays.
+
+Something-Something V2 ships VP9 WebM files, V1 ships folders of JPEG frames
+(`<id>/00001.jpg ...`); both end up here as `(T, H, W, 3)` uint8 RGB arrays.
+
+Frame indices are 0-based positions in presentation order: index `i` is the
+`i`-th frame the decoder outputs, or the `i`-th file of the sorted frame
+folder (so `00001.jpg` is index 0). `count_frames` counts in the same terms,
+so `range(count_frames(p))` are exactly the indices `read_*` accepts.
+
+Videos are opened inside each call (the readers run in DataLoader workers,
+where a container must not be shared across processes) and always closed.
+Decoding stops at the largest requested index and only requested frames are
+converted to RGB: the YUV->RGB conversion costs about as much as decoding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DecodeError",
+    "FrameCountCache",
+    "count_frames",
+    "count_frames_cached",
+    "frame_number_gaps",
+    "list_frame_files",
+    "read_frame_folder",
+    "read_video_frames",
+    "TORCHCODEC_AVAILABLE",
+]
+
+TORCHCODEC_AVAILABLE = importlib.util.find_spec("torchcodec") is not None
+
+# Codecs whose containers (WebM/Matroska/MP4) carry exactly one packet per shown
+# frame: VP8/VP9 pack hidden alt-ref frames into the same "superframe" packet
+# as the next shown frame, AV1 packs a temporal unit per packet. For these,
+# demuxing (no decoding) gives the exact frame count; tests/test_decode.py checks
+# it against a full decode, alt-ref frames included.
+_ONE_PACKET_PER_FRAME = {"vp8", "vp9", "av1", "libdav1d", "libvpx", "libvpx-vp9"}
+
+# `00001.jpg` (SSv1), `img_00001.jpg` (TSM/TSN extraction), `frame_1.jpeg`, ...
+_FRAME_FILE = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)\.jpe?g$", re.IGNORECASE)
+
+
+class DecodeError(Exception):
+    """A video or frame file that cannot be read; the message names the file and what to do."""
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DecodeError(f"{path}: file not found; check the dataset root and the annotation file")
+    if not path.is_file():
+        raise DecodeError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DecodeError(f"{path}: file is empty (0 bytes); re-download or re-extract it")
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    _check_file(path)
+    try:
+        return av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise DecodeError(
+            f"{path}: cannot be opened as a video ({e}); the file is corrupt or not a video, "
+            "re-download or re-encode it"
+        ) from e
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    if not container.streams.video:
+        raise DecodeError(f"{path}: has no video stream; is it the right file?")
+    stream = container.streams.video[0]
+    # One thread per decoder: readers run in parallel DataLoader workers, and
+    # frame threading adds latency without helping one short clip.
+    stream.thread_type = "SLICE"
+    stream.codec_context.thread_count = 1
+    return stream
+
+
+def count_frames(path: str | Path) -> int:
+    """Exact number of frames the decoder outputs for `path` (a video file or a frame folder).
+
+    VP8/VP9/AV1 (WebM stores no count: PyAV's `stream.frames` is 0) are counted by
+    demuxing, one packet per frame, which is exact (checked against decoding for VP8/VP9 in
+    tests/test_decode.py) and needs no decoding.
+    Other codecs use the stored count when the container has one, else decode.
+    A frame folder counts its frame files (see `list_frame_files`).
+
+    Raises DecodeError for missing, empty, corrupt or frameless files.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return len(list_frame_files(path))
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            if stream.codec_context.name in _ONE_PACKET_PER_FRAME:
+                n = sum(
+                    1
+                    for packet in container.demux(stream)
+                    if packet.size > 0 and not packet.is_discard
+                )
+            elif stream.frames > 0:
+                n = stream.frames
+            else:
+                n = sum(1 for _ in container.decode(stream))
+        except av.FFmpegError as e:
+            raise DecodeError(
+                f"{path}: cannot be read to the end ({e}); the file is truncated or corrupt, "
+                "re-download or re-encode it"
+            ) from e
+    if n == 0:
+        raise DecodeError(f"{path}: contains no video frames; re-download or re-encode it")
+    return n
+
+
+def _check_indices(indices: Sequence[int], path: Path) -> list[int]:
+    wanted = [int(i) for i in indices]
+    if any(i < 0 for i in wanted):
+        raise ValueError(f"{path}: frame indices must be >= 0, got {min(wanted)}")
+    return wanted
+
+
+def read_video_frames(
+    path: str | Path, indices: Sequence[int], *, backend: str = "pyav"
+) -> np.ndarray:
+    """Frames `indices` of the video at `path` as uint8 `(len(indices), H, W, 3)` RGB.
+
+    `indices` are 0-based, may repeat and need not be sorted; the output follows
+    their order. Decoding stops after the largest index and only the requested
+    frames are converted to RGB. `backend="torchcodec"` uses torchcodec when it
+    is installed (same frames, its own decoder).
+
+    Raises DecodeError when the file cannot be decoded or ends before the largest
+    index (a stale frame count: delete the frame count cache and rerun).
+    """
+    path = Path(path)
+    wanted = _check_indices(indices, path)
+    if backend == "torchcodec":
+        return _read_video_frames_torchcodec(path, wanted)
+    if backend != "pyav":
+        raise ValueError(f"unknown decoding backend {backend!r}; use 'pyav' or 'torchcodec'")
+
+    needed = set(wanted)
+    last = max(wanted, default=-1)
+    frames: dict[int, np.ndarray] = {}
+    size: tuple[int, int] | None = None  # (width, height) of the first converted frame
+    decoded = 0
+    # One converter per clip: a fresh one per frame (what `frame.to_ndarray(format=...)`
+    # does) re-initialises swscale each time, ~25% of the read time for 16 frames.
+    reformatter = VideoReformatter()
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        if not wanted:
+            cc = stream.codec_context
+            return np.empty((0, cc.height, cc.width, 3), dtype=np.uint8)
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                decoded = index + 1
+                if index in needed:
+                    if size is None:
+                        size = (frame.width, frame.height)
+                    # VP9 may change resolution mid-stream: keep one size per clip.
+                    rgb = reformatter.reformat(frame, format="rgb24", width=size[0], height=size[1])
+                    frames[index] = rgb.to_ndarray()
+                if index >= last:
+                    break
+        except av.FFmpegError as e:
+            raise DecodeError(
+                f"{path}: decoding failed after {decoded} frames ({e}); the file is corrupt, "
+                "re-download or re-encode it"
+            ) from e
+    if last >= decoded:
+        raise DecodeError(
+            f"{path}: asked for frame index {last} but the video has only {decoded} decodable "
+            "frames; if the frame count came from a cache, delete the cache file and rerun"
+        )
+    return np.stack([frames[i] for i in wanted])
+
+
+def _read_video_frames_torchcodec(path: Path, wanted: list[int]) -> np.ndarray:
+    if not TORCHCODEC_AVAILABLE:
+        raise ModuleNotFoundError(
+            "backend='torchcodec' needs the torchcodec package: pip install torchcodec"
+        )
+    from torchcodec.decoders import VideoDecoder
+
+    _check_file(path)
+    try:
+        decoder = VideoDecoder(
+            str(path), dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact"
+        )
+        if not wanted:
+            meta = decoder.metadata
+            return np.empty((0, meta.height, meta.width, 3), dtype=np.uint8)
+        return decoder.get_frames_at(indices=wanted).data.numpy()
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise DecodeError(f"{path}: torchcodec could not decode frames {wanted} ({e})") from e
+
+
+# ----------------------------------------------------------------------------- frame folders
+
+
+def list_frame_files(folder: str | Path) -> list[Path]:
+    """The JPEG frames of a frame folder, sorted by frame number.
+
+    Accepts `00001.jpg` (SSv1: 5 digits, 1-based), other digit counts, and
+    prefixed names such as `img_00001.jpg` (TSM/TSN extraction). Where a folder
+    holds several prefixes (TSN's denseflow writes `img_`, `flow_x_`, `flow_y_`
+    side by side) the `img_` frames are the RGB ones. Other files are ignored.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DecodeError(
+            f"{folder}: frame folder not found; check the dataset root and the annotation file"
+        )
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _FRAME_FILE.match(entry.name)
+            if match:
+                groups.setdefault(match["prefix"], []).append(
+                    (int(match["number"]), Path(entry.path))
+                )
+    if not groups:
+        raise DecodeError(f"{folder}: contains no JPEG frames (expected 00001.jpg, 00002.jpg, ...)")
+    if len(groups) > 1:
+        if "img_" not in groups:
+            raise DecodeError(
+                f"{folder}: frame files with several name prefixes {sorted(groups)}; "
+                "keep one set of RGB frames per folder"
+            )
+        groups = {"img_": groups["img_"]}
+    (numbered,) = groups.values()
+    numbered.sort()
+    for (a, path_a), (b, path_b) in zip(numbered, numbered[1:]):
+        if a == b:
+            raise DecodeError(
+                f"{folder}: {path_a.name} and {path_b.name} have the same frame number; remove one"
+            )
+    gaps = _describe_gaps(numbered)
+    if gaps and str(folder) not in _GAPS_WARNED:
+        _GAPS_WARNED.add(str(folder))  # once per folder and process: list_frame_files runs per clip
+        log.warning("%s: %s; the %d frames present are used in sorted order. A gap usually means an "
+                    "interrupted extraction: re-extract the frames", folder, gaps, len(numbered))
+    return [path for _, path in numbered]
+
+
+_GAPS_WARNED: set[str] = set()
+
+
+def _describe_gaps(numbered: list[tuple[int, Path]]) -> str | None:
+    """'frame numbers missing: 00004.jpg to 00005.jpg (2 missing)' for holes between the first and
+    last frame number of a sorted `(number, path)` list, or None when the numbers are consecutive."""
+    holes = [(a, b, pa) for (a, pa), (b, _) in zip(numbered, numbered[1:]) if b - a > 1]
+    if not holes:
+        return None
+    total = sum(b - a - 1 for a, b, _ in holes)
+
+    def name(number: int, like: Path) -> str:  # the missing file's name, in the folder's own style
+        m = _FRAME_FILE.match(like.name)
+        digits = m["number"]
+        width = len(digits) if digits.startswith("0") else 0
+        return f"{m['prefix']}{number:0{width}d}{like.name[m.end('number'):]}"
+
+    spans = [name(a + 1, pa) if b - a == 2 else f"{name(a + 1, pa)} to {name(b - 1, pa)}"
+             for a, b, pa in holes[:3]]
+    more = ", ..." if len(holes) > 3 else ""
+    return f"frame numbers missing: {', '.join(spans)}{more} ({total} missing)"
+
+
+def frame_number_gaps(folder: str | Path) -> str | None:
+    """The holes in a frame folder's numbering, described for a message, or None (see
+    `list_frame_files`; `gdn check-data` reports folders with holes as bad)."""
+    files = list_frame_files(folder)
+    return _describe_gaps([(int(_FRAME_FILE.match(f.name)["number"]), f) for f in files])
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One image file as uint8 (H, W, 3) RGB.
+
+    Pillow identifies images by content, so a PNG saved under a .jpg name is
+    decoded correctly (it is a valid image, only misnamed). Grayscale, CMYK and
+    palette images are converted to RGB.
+    """
+    try:
+        if path.stat().st_size == 0:
+            raise DecodeError(f"{path}: frame file is empty (0 bytes); re-extract the frames")
+        with Image.open(path) as image:
+            image.load()  # decode fully now: truncated data raises here, not later
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError as e:
+        raise DecodeError(f"{path}: frame file not found; re-extract the frames") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DecodeError(
+            f"{path}: not a readable JPEG ({e}); the file is truncated or corrupt, "
+            "re-extract the frames"
+        ) from e
+
+
+def read_frame_folder(
+    folder: str | Path, indices: Sequence[int], files: list[Path] | None = None
+) -> np.ndarray:
+    """Frames `indices` of a JPEG frame folder as uint8 `(len(indices), H, W, 3)` RGB.
+
+    `files` is the folder's `list_frame_files` result when the caller already has
+    it (saves a directory listing per clip). Each distinct index is read once.
+    """
+    folder = Path(folder)
+    wanted = _check_indices(indices, folder)
+    if files is None:
+        files = list_frame_files(folder)
+    if wanted and max(wanted) >= len(files):
+        raise DecodeError(
+            f"{folder}: asked for frame index {max(wanted)} but the folder has {len(files)} "
+            "frames; if the frame count came from an annotation list or a cache, regenerate it"
+        )
+    frames = {i: _read_image(files[i]) for i in dict.fromkeys(wanted)}
+    shapes = {frame.shape for frame in frames.values()}
+    if len(shapes) > 1:
+        raise DecodeError(
+            f"{folder}: frames have different sizes {sorted(shapes)}; re-extract the frames"
+        )
+    if not wanted:
+        return np.empty((0, 0, 0, 3), dtype=np.uint8)
+    return np.stack([frames[i] for i in wanted])
+
+
+# ----------------------------------------------------------------------------- frame count cache
+
+
+def _cached_count(entries: dict, path: str | Path) -> tuple[int, bool]:
+    """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n]."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return count_frames(path), False  # missing file: count_frames raises the DecodeError
+    key, signature = os.path.abspath(path), [stat.st_size, stat.st_mtime_ns]
+    entry = entries.get(key)
+    if entry is not None and list(entry[:2]) == signature:
+        return entry[2], False
+    n = count_frames(path)
+    entries[key] = [*signature, n]
+    return n, True
+
+
+def count_frames_cached(path: str | Path, cache: dict | FrameCountCache) -> int:
+    """`count_frames(path)`, remembered in `cache` (a plain dict or a FrameCountCache).
+
+    An entry is keyed by absolute path and holds the file's size and mtime: a
+    replaced or re-encoded file is counted again.
+    """
+    if isinstance(cache, FrameCountCache):
+        return cache.get(path)
+    return _cached_count(cache, path)[0]
+
+
+class FrameCountCache:
+    """Frame counts of video files, kept in a small JSON file so WebM counting happens once.
+
+    Use `get(video_path)` for counts and `save()` (or a `with` block) to write
+    new ones back. The file is written atomically (temporary file, then
+    `os.replace`), so a crash or a concurrent writer never leaves it half-written;
+    with several writers the last one wins, which costs at most a recount.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._entries: dict[str, list[int]] = {}
+        self._dirty = False
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("version") == self.VERSION:
+                    self._entries = data["entries"]
+            except (OSError, ValueError, KeyError, AttributeError) as e:
+                log.warning("%s: unreadable frame count cache (%s); counting again", self.path, e)
+
+    def get(self, video_path: str | Path) -> int:
+        n, updated = _cached_count(self._entries, video_path)
+        self._dirty |= updated
+        return n
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def save(self) -> None:
+        """Write the cache if it changed since it was loaded."""
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": self.VERSION, "entries": self._entries}))
+        os.replace(tmp, self.path)
+        self._dirty = False
+
+    def __enter__(self) -> FrameCountCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.save()

@@ -1,0 +1,127 @@
+"""Data loaders with exact, worker-count-independent determinism and mid-epoch resume.
+
+The training sampler yields ``(index, epoch)`` keys: the dataset seeds each sample's
+augmentation from ``(seed, epoch, index)`` (see :mod:`gdn.data.datasets`), so persistent workers
+need no per-epoch reseeding and the batches do not depend on the number of workers. The order is a
+permutation seeded by ``(seed, epoch)``, sharded over ranks like ``DistributedSampler``, and
+``set_epoch(loader, epoch, start_batch)`` skips the batches a resumed run has already consumed.
+
+Evaluation shards WITHOUT padding (``EvalSampler``): every index is seen exactly once over all
+ranks; the engine gathers predictions by the items' ``index``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "set_epoch", "dist_rank_world"]
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+
+
+class TrainSampler(Sampler):
+    """Shuffled ``(index, epoch)`` keys, sharded over ``world_size`` ranks.
+
+    Each epoch is a permutation from ``np.random.default_rng([seed, epoch])``, padded by wrapping
+    to a multiple of ``world_size`` (as ``DistributedSampler``); rank ``r`` takes positions
+    ``r, r + world_size, ...``. After ``set_epoch(epoch, start_batch)`` the first
+    ``start_batch * batch_size`` keys of this rank are skipped and ``len`` counts the rest.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        _check_rank(rank, world_size)
+        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def epoch_len(self) -> int:
+        """Keys per epoch on this rank, before skipping."""
+        return math.ceil(self.size / self.world_size)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, before skipping."""
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+                 if self.shuffle else np.arange(self.size))
+        total = self.epoch_len * self.world_size
+        order = np.resize(order, total)  # pad by repeating from the start
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in self.indices()[self.start_batch * self.batch_size :]:
+            yield int(i), self.epoch
+
+    def __len__(self) -> int:
+        return max(0, self.epoch_len - self.start_batch * self.batch_size)
+
+
+class EvalSampler(Sampler):
+    """Indices ``rank, rank + world_size, ...`` in order: each index exactly once over all ranks,
+    no padding, so no sample is counted twice in a distributed evaluation."""
+
+    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1) -> None:
+        _check_rank(rank, world_size)
+        self.size, self.rank, self.world_size = size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world_size))
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers decode and resize a few frames each: intra-op threads would only oversubscribe.
+    torch.set_num_threads(1)
+
+
+def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 4,
+                 seed: int = 0, distributed: bool = False, drop_last: bool | None = None,
+                 prefetch_factor: int = 4) -> DataLoader:
+    """A DataLoader over ``dataset`` with :class:`TrainSampler` (``train``) or
+    :class:`EvalSampler`; ranks come from ``torch.distributed`` when ``distributed``.
+
+    Memory is pinned when CUDA is available, workers persist across epochs. ``drop_last``
+    defaults to ``train``. Call :func:`set_epoch` before each training epoch.
+    """
+    rank, world = dist_rank_world() if distributed else (0, 1)
+    if train:
+        sampler = TrainSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world)
+    else:
+        sampler = EvalSampler(len(dataset), rank=rank, world_size=world)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        drop_last=train if drop_last is None else drop_last,
+        worker_init_fn=_worker_init if workers > 0 else None,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int, start_batch: int = 0) -> None:
+    """Set the shuffling/augmentation epoch of a :func:`build_loader` training loader;
+    ``start_batch`` skips the batches already consumed (exact mid-epoch resume)."""
+    sampler = loader.sampler
+    if not isinstance(sampler, TrainSampler):
+        raise TypeError("set_epoch needs a training loader from gdn.data.build_loader(train=True)")
+    sampler.set_epoch(epoch, start_batch)

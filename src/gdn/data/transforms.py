@@ -1,0 +1,273 @@
+"""Clip transforms: pure functions on ``(C, T, H, W)`` tensors plus thin wrappers.
+
+Every spatial transform applies the SAME geometry to every frame of a clip (a crop that moved
+between frames would invent motion). Frames arrive as uint8; :func:`normalize` is the step that
+turns them into float32.
+
+Crop boxes are ``(top, left, height, width)`` tuples in pixels. The training recipe (paper 3.2,
+TSN) is "resize the short side to 256, multi-scale crop, resize the crop to 224, flip"; we compute
+the crop box in the coordinates of the resized frame and then cut the matching box out of the
+source frame and resize it once (:func:`resized_crop`), so only the kept pixels are interpolated.
+
+Label-aware flipping: flipping "Pushing something from left to right" shows "... from right to
+left". :func:`flip_label_map` derives the pairs from the class names by swapping the words
+"left" and "right"; classes without a mirrored partner keep their label.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "TSN_SCALES",
+    "resize", "resize_short_side", "short_side_size", "crop", "resized_crop", "hflip", "normalize",
+    "center_crop_box", "random_crop_box", "three_crop_boxes", "multiscale_crop_boxes",
+    "multiscale_crop_box", "mirror_class_name", "flip_label_map",
+    "TrainTransform", "EvalTransform",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+Box = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions on (C, T, H, W)
+
+
+def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of every frame to ``size = (height, width)``; keeps the dtype.
+
+    uint8 clips are interpolated as uint8 (PyTorch's vectorised uint8 path; fastest when the
+    frames are channels-last in memory, as decoded ``(T, H, W, 3)`` arrays are), which matches
+    float interpolation followed by rounding within one grey level, at ~8x the speed.
+    """
+    c, t, h, w = clip.shape
+    if (h, w) == tuple(size):
+        return clip
+    x = clip.permute(1, 0, 2, 3)  # (T, C, H, W): frames as the batch
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        x = x.float()
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(1, 0, 2, 3)  # back to (C, T, H', W')
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Frame size after scaling the short side to ``short_side`` (aspect kept, rounded)."""
+    if height <= width:
+        return short_side, max(1, round(width * short_side / height))
+    return max(1, round(height * short_side / width)), short_side
+
+
+def resize_short_side(clip: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Resize so that ``min(H, W) == short_side``, keeping the aspect ratio."""
+    return resize(clip, short_side_size(clip.shape[-2], clip.shape[-1], short_side))
+
+
+def crop(clip: torch.Tensor, box: Box) -> torch.Tensor:
+    """The same ``(top, left, height, width)`` box of every frame (a view, no copy)."""
+    top, left, h, w = box
+    if top < 0 or left < 0 or top + h > clip.shape[-2] or left + w > clip.shape[-1]:
+        raise ValueError(f"crop box {box} outside a {clip.shape[-2]}x{clip.shape[-1]} frame")
+    return clip[..., top : top + h, left : left + w]
+
+
+def resized_crop(clip: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`crop` then :func:`resize` to ``size``: only the kept pixels are interpolated."""
+    return resize(crop(clip, box), size)
+
+
+def hflip(clip: torch.Tensor) -> torch.Tensor:
+    """Mirror every frame left-right."""
+    return clip.flip(-1)
+
+
+def normalize(clip: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 (or [0, 255] float) ``([V,] C, T, H, W)`` -> contiguous float32
+    ``(x / 255 - mean) / std`` per channel."""
+    shape = (-1, 1, 1, 1)  # channels are the 4th dimension from the end
+    scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))).float().view(shape)
+    shift = (torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)).float().view(shape)
+    out = torch.empty(clip.shape, dtype=torch.float32)
+    out.copy_(clip)  # one pass: converts and makes (C, T, H, W) contiguous
+    return out.mul_(scale).sub_(shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop boxes
+
+
+def _check_fits(height: int, width: int, h: int, w: int) -> None:
+    if h > height or w > width:
+        raise ValueError(f"a {h}x{w} crop does not fit a {height}x{width} frame; "
+                         "resize the short side to at least the crop size first")
+
+
+def center_crop_box(height: int, width: int, size: int | tuple[int, int]) -> Box:
+    """The centred ``size`` box; odd margins put the extra pixel after the box."""
+    h, w = (size, size) if isinstance(size, int) else size
+    _check_fits(height, width, h, w)
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_crop_box(height: int, width: int, size: int | tuple[int, int],
+                    rng: np.random.Generator) -> Box:
+    """A uniformly random ``size`` box."""
+    h, w = (size, size) if isinstance(size, int) else size
+    _check_fits(height, width, h, w)
+    return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+
+
+def three_crop_boxes(height: int, width: int, size: int) -> list[Box]:
+    """Three ``size`` squares along the long side: start, centre, end (test-time 3 crops, as
+    PySlowFast/TSM); centred on the short side."""
+    _check_fits(height, width, size, size)
+    if width >= height:
+        top = (height - size) // 2
+        return [(top, left, size, size) for left in (0, (width - size) // 2, width - size)]
+    left = (width - size) // 2
+    return [(top, left, size, size) for top in (0, (height - size) // 2, height - size)]
+
+
+def multiscale_crop_boxes(height: int, width: int, size: int,
+                          scales: Sequence[float] = TSN_SCALES, max_distort: int = 1
+                          ) -> tuple[list[tuple[int, int]], Callable[[int, int], list[tuple[int, int]]]]:
+    """The candidates of TSN's multi-scale crop: ``(crop_h, crop_w)`` pairs and a function that
+    lists the 13 fixed offsets of a pair.
+
+    Crop sides are ``int(min(H, W) * scale)`` (snapped to ``size`` when within 3 px); a pair's
+    two scale indices differ by at most ``max_distort`` (aspect jitter).
+    """
+    base = min(height, width)
+    sides = [int(base * s) for s in scales]
+    sides = [size if abs(x - size) < 3 else x for x in sides]
+    pairs = [(sides[i], sides[j]) for i in range(len(sides)) for j in range(len(sides))
+             if abs(i - j) <= max_distort]  # (crop_h, crop_w)
+
+    def offsets(crop_h: int, crop_w: int) -> list[tuple[int, int]]:
+        hs, ws = (height - crop_h) // 4, (width - crop_w) // 4
+        grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2),  # corners and centre
+                (2, 0), (2, 4), (4, 2), (0, 2),  # edge midpoints
+                (1, 1), (1, 3), (3, 1), (3, 3)]  # quarter points
+        return [(r * hs, c * ws) for r, c in grid]  # (top, left)
+
+    return pairs, offsets
+
+
+def multiscale_crop_box(height: int, width: int, size: int, rng: np.random.Generator,
+                        scales: Sequence[float] = TSN_SCALES, max_distort: int = 1,
+                        fixed_offsets: bool = True) -> Box:
+    """TSN multi-scale crop: a random ``(crop_h, crop_w)`` pair from
+    :func:`multiscale_crop_boxes`, placed at one of the 13 fixed offsets (or anywhere when
+    ``fixed_offsets=False``). The box is later resized to ``size x size``."""
+    pairs, offsets = multiscale_crop_boxes(height, width, size, scales, max_distort)
+    crop_h, crop_w = pairs[int(rng.integers(len(pairs)))]
+    if fixed_offsets:
+        cands = offsets(crop_h, crop_w)
+        top, left = cands[int(rng.integers(len(cands)))]
+    else:
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+    return top, left, crop_h, crop_w
+
+
+def _to_source(box: Box, scale_h: float, scale_w: float, height: int, width: int) -> Box:
+    """Map a box from resized-frame coordinates back to a ``height x width`` source frame."""
+    top, left, h, w = box
+    t, l = int(round(top * scale_h)), int(round(left * scale_w))
+    hh = max(1, min(height - t, int(round(h * scale_h))))
+    ww = max(1, min(width - l, int(round(w * scale_w))))
+    return t, l, hh, ww
+
+
+# ---------------------------------------------------------------------------------------------
+# Label-aware flip
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def mirror_class_name(name: str) -> str:
+    """Swap the words "left" and "right" (whole words, case kept: "Left" -> "Right")."""
+    def swap(m: re.Match) -> str:
+        word = m.group(0)
+        other = "right" if word.lower() == "left" else "left"
+        if word.isupper():
+            return other.upper()
+        return other.capitalize() if word[0].isupper() else other
+    return _LEFT_RIGHT.sub(swap, name)
+
+
+def flip_label_map(classes: Sequence[str]) -> list[int]:
+    """``map[label]`` is the label of the horizontally flipped clip: the class whose name is
+    :func:`mirror_class_name` of this one, or the label itself when no such class exists."""
+    index = {name: i for i, name in enumerate(classes)}
+    return [index.get(mirror_class_name(name), i) for i, name in enumerate(classes)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The two pipelines the datasets use
+
+
+class TrainTransform(torch.nn.Module):
+    """Training augmentation (paper 3.2): short side -> ``short_side``, TSN multi-scale crop,
+    resize to ``size``, horizontal flip with probability 1/2, ImageNet normalisation.
+
+    ``flip``: ``"label"`` swaps the label through ``flip_map`` when flipping, ``"naive"`` keeps
+    it, ``"none"`` never flips.
+    """
+
+    def __init__(self, size: int = 224, short_side: int | None = None, *, flip: str = "label",
+                 flip_map: Sequence[int] | None = None, scales: Sequence[float] = TSN_SCALES,
+                 max_distort: int = 1) -> None:
+        super().__init__()
+        if flip not in ("label", "naive", "none"):
+            raise ValueError(f"unknown flip {flip!r}: use 'label', 'naive' or 'none'")
+        if flip == "label" and flip_map is None:
+            raise ValueError("flip='label' needs flip_map (see flip_label_map)")
+        self.size = size
+        self.short_side = short_side or round(size * 256 / 224)
+        self.flip, self.flip_map = flip, list(flip_map) if flip_map is not None else None
+        self.scales, self.max_distort = tuple(scales), max_distort
+
+    def forward(self, clip: torch.Tensor, label: int, rng: np.random.Generator
+                ) -> tuple[torch.Tensor, int]:
+        """uint8 ``(C, T, H, W)`` -> (float32 ``(C, T, size, size)``, label after flipping)."""
+        height, width = clip.shape[-2:]
+        rh, rw = short_side_size(height, width, self.short_side)
+        box = multiscale_crop_box(rh, rw, self.size, rng, self.scales, self.max_distort)
+        box = _to_source(box, height / rh, width / rw, height, width)
+        out = resized_crop(clip, box, (self.size, self.size))
+        if self.flip != "none" and rng.random() < 0.5:
+            out = hflip(out)
+            if self.flip == "label" and label >= 0:
+                label = self.flip_map[label]
+        return normalize(out), label
+
+
+class EvalTransform(torch.nn.Module):
+    """Evaluation: short side -> ``short_side``, then one centre crop or three crops along the
+    long side (``crops=3``), ImageNet normalisation. Returns ``(crops, C, T, size, size)``."""
+
+    def __init__(self, size: int = 224, short_side: int | None = None, *, crops: int = 1) -> None:
+        super().__init__()
+        if crops not in (1, 3):
+            raise ValueError(f"crops must be 1 or 3, got {crops}")
+        self.size, self.crops = size, crops
+        self.short_side = short_side or round(size * 256 / 224)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        height, width = clip.shape[-2:]
+        rh, rw = short_side_size(height, width, self.short_side)
+        boxes = ([center_crop_box(rh, rw, self.size)] if self.crops == 1
+                 else three_crop_boxes(rh, rw, self.size))
+        views = [resized_crop(clip, _to_source(b, height / rh, width / rw, height, width),
+                              (self.size, self.size)) for b in boxes]
+        return normalize(torch.stack(views))  # (crops, C, T, size, size)

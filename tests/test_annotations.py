@@ -1,0 +1,156 @@
+import json
+import random
+
+import pytest
+
+from gdn.data.annotations import AnnotationError, read_annotations, read_list, read_ssv1, read_ssv2
+from gdn.data.transforms import flip_label_map
+
+CAM_L = "Turning the camera left while filming something"
+CAM_R = "Turning the camera right while filming something"
+PUSH_LR = "Pushing something from left to right"
+PUSH_RL = "Pushing something from right to left"
+PULL_LR = "Pulling something from left to right"
+PULL_RL = "Pulling something from right to left"
+
+
+def sorted_label_list() -> list[str]:
+    """174 alphabetically sorted names with the mirrored classes at their SSv2 indices
+    (86/87 pulling, 93/94 pushing, 166/167 camera); fillers sort into the gaps."""
+    fixed = {86: PULL_LR, 87: PULL_RL, 93: PUSH_LR, 94: PUSH_RL, 166: CAM_L, 167: CAM_R}
+
+    def filler(i):
+        prefix = "A" if i < 86 else "Pullingz" if i < 93 else "Q" if i < 166 else "Z"
+        return f"{prefix} filler {i:03d}"
+
+    names = [fixed.get(i) or filler(i) for i in range(174)]
+    assert names == sorted(names)
+    return names
+
+
+def csv_label_list() -> list[str]:
+    """174 names in 'CSV order' with SSv1's pairs at 2/4 (camera), 30/41 (pushing), 52/66 (pulling)."""
+    fixed = {2: CAM_L, 4: CAM_R, 30: PUSH_LR, 41: PUSH_RL, 52: PULL_LR, 66: PULL_RL}
+    names = [fixed.get(i) or f"Filler {i:03d}" for i in range(174)]
+    rest = [n for n in names if n.startswith("Filler")]
+    random.Random(0).shuffle(rest)  # CSV order is not alphabetical
+    it = iter(rest)
+    return [n if not n.startswith("Filler") else next(it) for n in names]
+
+
+def write_ssv1(root, names, train_lines, test_lines=("7",)):
+    (root / "something-something-v1-labels.csv").write_text("\n".join(names) + "\n")
+    (root / "something-something-v1-train.csv").write_text("\n".join(train_lines) + "\n")
+    (root / "something-something-v1-validation.csv").write_text("\n".join(train_lines[:1]) + "\n")
+    (root / "something-something-v1-test.csv").write_text("\n".join(test_lines) + "\n")
+
+
+def write_ssv2(root, names, train_items, test_items=({"id": "9"},)):
+    labels = {n: str(i) for i, n in enumerate(names)}
+    (root / "something-something-v2-labels.json").write_text(json.dumps(labels))
+    (root / "something-something-v2-train.json").write_text(json.dumps(train_items))
+    (root / "something-something-v2-test.json").write_text(json.dumps(list(test_items)))
+
+
+def pairs(fmap):
+    return {(i, j) for i, j in enumerate(fmap) if i != j}
+
+
+def test_ssv1_both_label_orders_and_flip_pairs(tmp_path):
+    csv_names = csv_label_list()
+    write_ssv1(tmp_path, csv_names, ["1;" + PUSH_LR, "2;" + CAM_R, "3;" + csv_names[0]])
+    ann = read_ssv1(tmp_path, "train", "csv")
+    assert ann.classes == csv_names and not ann.problems
+    assert [(e.id, e.label) for e in ann.entries] == [("1", 30), ("2", 4), ("3", 0)]
+    assert ann.entries[0].path == tmp_path / "20bn-something-something-v1" / "1"
+    assert pairs(flip_label_map(ann.classes)) == {(2, 4), (4, 2), (30, 41), (41, 30), (52, 66), (66, 52)}
+
+    # the same label file in sorted order (TSM/GST) gives the SSv2 indices
+    write_ssv1(tmp_path, csv_label_list_sorted_source(), ["1;" + PUSH_LR])
+    ann = read_ssv1(tmp_path, "train", "sorted")
+    assert ann.classes == sorted_label_list()
+    assert ann.entries[0].label == 93
+    assert pairs(flip_label_map(ann.classes)) == {(86, 87), (87, 86), (93, 94), (94, 93),
+                                                 (166, 167), (167, 166)}
+    test = read_ssv1(tmp_path, "test")
+    assert [(e.id, e.label) for e in test.entries] == [("7", -1)]
+
+
+def csv_label_list_sorted_source():
+    names = sorted_label_list()
+    random.Random(1).shuffle(names)
+    return names
+
+
+def test_ssv2_classes_templates_and_flip_pairs(tmp_path):
+    names = sorted_label_list()
+    items = [{"id": "11", "template": "Pushing [something] from left to right", "label": "x"},
+             {"id": "12", "template": "Turning the camera right while filming [something]"}]
+    write_ssv2(tmp_path, names, items)
+    ann = read_ssv2(tmp_path, "train")
+    assert not ann.problems
+    assert [(e.id, e.label, e.frames) for e in ann.entries] == [("11", 93, False), ("12", 167, False)]
+    assert ann.entries[0].path == tmp_path / "20bn-something-something-v2" / "11.webm"
+    assert pairs(flip_label_map(ann.classes)) == {(86, 87), (87, 86), (93, 94), (94, 93),
+                                                 (166, 167), (167, 166)}
+    test = read_annotations("ssv2", tmp_path, "test")
+    assert [(e.id, e.label) for e in test.entries] == [("9", -1)]
+    # extracted frame folders are detected
+    (tmp_path / "20bn-something-something-v2" / "11").mkdir(parents=True)
+    ann = read_ssv2(tmp_path, "train")
+    assert ann.entries[0].frames and ann.entries[0].path == tmp_path / "20bn-something-something-v2" / "11"
+    ann = read_ssv2(tmp_path, "train", frames_dir=tmp_path / "frames")
+    assert ann.entries[1].path == tmp_path / "frames" / "12"
+
+
+def test_ssv1_errors_name_file_and_line(tmp_path):
+    write_ssv1(tmp_path, ["Holding something", "Dropping something"],
+               ["1;Holding something", "2;Juggling something", "1;Dropping something", "no-separator"])
+    ann = read_ssv1(tmp_path, "train")
+    got = [str(p) for p in ann.problems]
+    f = tmp_path / "something-something-v1-train.csv"
+    assert got == [f"{f}, line 2: unknown class 'Juggling something' (not in something-something-v1-labels.csv)",
+                   f"{f}, line 4: expected '<id>;<class name>', got 'no-separator'",
+                   f"{f}, line 3: duplicate id '1' (first at line 1); remove one of them"]
+    with pytest.raises(AnnotationError, match=r"(?s)3 problem\(s\).*line 2: unknown class.*gdn check-data"):
+        ann.raise_for_problems()
+    with pytest.raises(AnnotationError, match="labels.csv: SSv1 label file not found"):
+        read_ssv1(tmp_path / "nowhere", "train")
+
+
+def test_ssv2_errors_name_file_and_entry(tmp_path):
+    write_ssv2(tmp_path, ["Holding something"], [
+        {"id": "1", "template": "Holding [something]"},
+        {"id": "2", "template": "Juggling [something]"},
+        {"id": "1", "template": "Holding [something]"},
+        {"template": "Holding [something]"},
+    ])
+    f = tmp_path / "something-something-v2-train.json"
+    got = [str(p) for p in read_ssv2(tmp_path, "train").problems]
+    assert got[0] == (f"{f}, entry 1: template 'Juggling [something]' of video 2 matches no class "
+                      "in something-something-v2-labels.json")
+    assert got[1].startswith(f"{f}, entry 3: expected an object with an 'id'")
+    assert got[2] == f"{f}, entry 2: duplicate id '1' (first at entry 0); remove one of them"
+
+
+def test_list_files(tmp_path):
+    (tmp_path / "train.txt").write_text("a/v1 30 0\na/v2 12 2\n")
+    ann = read_list(tmp_path, "train.txt")
+    assert ann.classes == ["0", "1", "2"]
+    assert [(e.id, e.label, e.frames) for e in ann.entries] == [("a/v1", 0, True), ("a/v2", 2, True)]
+    assert ann.entries[0].path == tmp_path / "a" / "v1"
+
+    (tmp_path / "classes.txt").write_text("left thing\nright thing\n")
+    (tmp_path / "videos.txt").write_text("x/my video.mp4 1\ny.mp4 0\ny.mp4 1\nz.mp4 5\n")
+    ann = read_list(tmp_path, "videos.txt", "classes.txt")
+    assert [(e.id, e.label, e.frames) for e in ann.entries] == [("x/my video.mp4", 1, False),
+                                                                ("y.mp4", 0, False)]
+    f = tmp_path / "videos.txt"
+    assert [str(p) for p in ann.problems] == [
+        f"{f}, line 4: label 5 out of range: 2 classes in classes.txt",
+        f"{f}, line 3: duplicate id 'y.mp4' (first at line 2); remove one of them"]
+    assert flip_label_map(ann.classes) == [1, 0]
+
+    (tmp_path / "test.txt").write_text("t1.mp4\nt2.mp4\n")
+    ann = read_annotations("list", tmp_path, "test")
+    assert [e.label for e in ann.entries] == [-1, -1] and ann.classes == []

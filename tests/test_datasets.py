@@ -1,0 +1,236 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gdn.data.annotations import AnnotationError
+from gdn.data.datasets import TooManyBadSamples, build_dataset, check_bad_fraction
+from gdn.data.decode import DecodeError
+from gdn.data.loader import EvalSampler, TrainSampler, build_loader, set_epoch
+
+torch.set_num_threads(1)
+
+CLASSES = ["Holding something", "Pushing something from left to right",
+           "Pushing something from right to left"]
+
+
+def make_ssv1(root, n_videos=7, n_frames=(6, 9, 3, 12, 1, 10, 8), size=(24, 40)):
+    """A tiny SSv1 layout; video i has n_frames[i] frames whose pixels all equal
+    10 * (frame number) + i, so decoded values tell which frame of which video came back."""
+    frames_dir = root / "20bn-something-something-v1"
+    lines = []
+    for i in range(n_videos):
+        d = frames_dir / f"{100 + i}"
+        d.mkdir(parents=True)
+        for t in range(n_frames[i]):
+            Image.new("RGB", size[::-1], (10 * t + i,) * 3).save(d / f"{t + 1:05d}.jpg", quality=100)
+        lines.append(f"{100 + i};{CLASSES[i % 3]}")
+    (root / "something-something-v1-labels.csv").write_text("\n".join(CLASSES) + "\n")
+    (root / "something-something-v1-train.csv").write_text("\n".join(lines) + "\n")
+    (root / "something-something-v1-validation.csv").write_text("\n".join(lines) + "\n")
+    (root / "something-something-v1-test.csv").write_text("\n".join(str(100 + i) for i in range(n_videos)))
+    return root
+
+
+def _denorm_pixel(clip):
+    """Per-frame value of channel 0 (frames are flat), back in 0..255."""
+    v = clip[0, :, 0, 0] * 0.229 + 0.485
+    return torch.round(v * 255).long().tolist()
+
+
+def test_eval_items_exact_frames(tmp_path):
+    ds = build_dataset("ssv1", make_ssv1(tmp_path), "val", frames=4, size=16)
+    assert len(ds) == 7 and ds.classes == CLASSES and ds.labels == [0, 1, 2, 0, 1, 2, 0]
+    item = ds[1]  # 9 frames, centres of 4 segments of 2.25: 1, 3, 5, 7
+    assert item["clip"].shape == (3, 4, 16, 16) and item["clip"].dtype == torch.float32
+    assert _denorm_pixel(item["clip"]) == [10 * t + 1 for t in (1, 3, 5, 7)]
+    assert (item["label"], item["index"], item["num_skipped"]) == (1, 1, 0)
+    assert _denorm_pixel(ds[4]["clip"]) == [4] * 4  # a 1-frame video repeats it
+    views = build_dataset("ssv1", tmp_path, "val", frames=4, size=16, clips=2, crops=3)[3]["clip"]
+    assert views.shape == (6, 3, 4, 16, 16)  # clip-major: 2 clips x 3 crops
+    assert _denorm_pixel(views[0]) == _denorm_pixel(views[2]) == [10 * t + 3 for t in (0, 3, 6, 9)]
+    assert _denorm_pixel(views[3]) == [10 * t + 3 for t in (2, 5, 8, 11)]
+    assert build_dataset("ssv1", tmp_path, "test", frames=4, size=16)[0]["label"] == -1
+
+
+def test_train_items_depend_on_seed_epoch_index_only(tmp_path):
+    ds = build_dataset("ssv1", make_ssv1(tmp_path), "train", frames=4, size=16, train=True, seed=3)
+    a, b = ds[(3, 0)], ds[(3, 0)]
+    assert torch.equal(a["clip"], b["clip"]) and a["label"] == b["label"]
+    epochs = {tuple(_denorm_pixel(ds[(3, e)]["clip"])) for e in range(8)}
+    assert len(epochs) > 2
+    for clip in epochs:  # one frame per segment of 3 frames of video 3
+        assert [(v - 3) // 10 // 3 for v in clip] == [0, 1, 2, 3]
+    assert not torch.equal(ds[(0, 0)]["clip"], ds[(5, 0)]["clip"])
+
+
+def _batches(loader, epoch, start_batch=0):
+    set_epoch(loader, epoch, start_batch)
+    return [(b["index"].tolist(), b["label"].tolist(), b["clip"]) for b in loader]
+
+
+def test_loader_same_batches_any_worker_count_and_resume(tmp_path):
+    ds = build_dataset("ssv1", make_ssv1(tmp_path), "train", frames=4, size=16, train=True)
+    l0 = build_loader(ds, 2, train=True, workers=0, seed=1)
+    l2 = build_loader(ds, 2, train=True, workers=2, seed=1)
+    for epoch in (0, 1):
+        b0, b2 = _batches(l0, epoch), _batches(l2, epoch)
+        assert len(b0) == 3  # 7 videos, batch 2, drop_last
+        for x, y in zip(b0, b2):
+            assert x[0] == y[0] and x[1] == y[1] and torch.equal(x[2], y[2])
+    assert _batches(l0, 0)[0][0] != _batches(l0, 1)[0][0]
+    resumed = _batches(l2, 1, start_batch=2)
+    full = _batches(l0, 1)
+    assert len(resumed) == 1 and resumed[0][0] == full[2][0] and torch.equal(resumed[0][2], full[2][2])
+
+
+def test_train_sampler_shards_like_distributed_sampler():
+    shards = [list(TrainSampler(7, 2, seed=0, rank=r, world_size=3)) for r in range(3)]
+    assert all(len(s) == 3 for s in shards)
+    order = np.random.default_rng([0, 0]).permutation(7).tolist()
+    padded = order + order[:2]
+    assert [i for i, _ in shards[1]] == padded[1::3]
+    assert sorted(i for s in shards for i, _ in s) == sorted(padded)
+    s = TrainSampler(7, 2, seed=0)
+    s.set_epoch(4, start_batch=1)
+    assert len(s) == 5 and [e for _, e in s] == [4] * 5
+
+
+@pytest.mark.parametrize("size", [1, 7, 11])
+@pytest.mark.parametrize("world", [2, 3])
+def test_eval_sampler_covers_each_index_once(size, world):
+    shards = [list(EvalSampler(size, rank=r, world_size=world)) for r in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(size))
+    assert [len(s) for s in shards] == [len(EvalSampler(size, rank=r, world_size=world)) for r in range(world)]
+
+
+def test_training_skips_bad_files_and_counts_them(tmp_path, caplog):
+    root = make_ssv1(tmp_path)
+    (root / "20bn-something-something-v1" / "102" / "00002.jpg").write_bytes(b"not a jpeg")
+    for f in (root / "20bn-something-something-v1" / "103").iterdir():
+        f.unlink()
+    ds = build_dataset("ssv1", root, "train", frames=4, size=16, train=True)
+    with caplog.at_level(logging.WARNING):
+        item = ds[(2, 0)]
+    assert (item["index"], item["num_skipped"]) == (4, 2)
+    assert "102" in caplog.text and "103" in caplog.text
+    assert ds[(6, 0)]["num_skipped"] == 0
+    with pytest.raises(DecodeError, match=r"102/00002.jpg.*not a readable JPEG"):
+        build_dataset("ssv1", root, "val", frames=4, size=16)[2]
+    with pytest.raises(DecodeError, match=r"103: contains no JPEG frames"):
+        build_dataset("ssv1", root, "val", frames=4, size=16)[3]
+
+
+def test_bad_fraction_check():
+    check_bad_fraction(0, 10, 0.0)
+    check_bad_fraction(2, 1000, 0.01)
+    check_bad_fraction(5, 100, 0.01)  # too early to judge
+    with pytest.raises(TooManyBadSamples, match=r"11 unreadable videos.*1000 samples.*gdn check-data"):
+        check_bad_fraction(11, 1000, 0.01)
+    with pytest.raises(TooManyBadSamples):
+        check_bad_fraction(1, 5, 0.0)
+
+
+def test_bad_annotations_fail_at_build_time(tmp_path):
+    root = make_ssv1(tmp_path)
+    with open(root / "something-something-v1-train.csv", "a") as f:
+        f.write("999;Juggling something\n")
+    with pytest.raises(AnnotationError, match=r"train.csv, line 8: unknown class 'Juggling something'"):
+        build_dataset("ssv1", root, "train", train=True)
+
+
+# ---------------------------------------------------------------- whole synthetic datasets
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from gdn.data.synthetic import generate
+
+    out = {}
+    for fmt in ("ssv1", "ssv2"):
+        root = tmp_path_factory.mktemp(fmt)
+        out[fmt] = generate(root, format=fmt, classes=2, train_per_class=3, val_per_class=2,
+                            test_per_class=1, height=32, width=48, min_frames=6, max_frames=12,
+                            workers=1)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["ssv1", "ssv2"])
+def test_synthetic_dataset_loads_same_batches_with_workers(synth, fmt):
+    summary = synth[fmt]
+    order = "csv" if fmt == "ssv1" else "sorted"
+    ds = build_dataset(fmt, summary.root, "train", frames=4, size=16, train=True, label_order=order)
+    assert ds.classes == summary.classes
+    truth = {c.id: summary.classes.index(c.class_name) for c in summary.clips if c.split == "train"}
+    assert dict(zip(ds.video_ids, ds.labels)) == truth
+    # the synthetic classes come in left/right mirrored pairs
+    assert sorted(ds.flip_map) == list(range(len(ds.classes)))
+
+    runs = []
+    for workers in (0, 2):
+        loader = build_loader(ds, 4, train=True, workers=workers, seed=0)
+        runs.append(_batches(loader, 1))
+    assert len(runs[0]) == 3  # 4 classes x 3 videos, batch 4
+    for x, y in zip(*runs):
+        assert x[0] == y[0] and x[1] == y[1] and torch.equal(x[2], y[2])
+        assert x[2].shape == (4, 3, 4, 16, 16)
+
+    val = build_dataset(fmt, summary.root, "val", frames=4, size=16, label_order=order)
+    batches = list(build_loader(val, 3, train=False, workers=0))
+    assert sum(len(b["index"]) for b in batches) == len(val) == 8  # 2 pairs = 4 classes x 2
+    test = build_dataset(fmt, summary.root, "test", frames=4, size=16)
+    assert test[0]["label"] == -1 and test[0]["clip"].shape == (3, 4, 16, 16)
+
+
+def test_corrupt_webm_skipped_in_training_raises_in_eval(synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "ssv2"
+    shutil.copytree(synth["ssv2"].root, root)
+    ds = build_dataset("ssv2", root, "train", frames=4, size=16, train=True)
+    bad = root / "20bn-something-something-v2" / f"{ds.video_ids[0]}.webm"
+    bad.write_bytes(bad.read_bytes()[:200])
+    ds = build_dataset("ssv2", root, "train", frames=4, size=16, train=True)
+    item = ds[(0, 0)]
+    assert (item["index"], item["num_skipped"]) == (1, 1)
+    bad.unlink()
+    assert ds[(0, 3)]["num_skipped"] == 1
+    ev = build_dataset("ssv2", root, "train", frames=4, size=16)
+    with pytest.raises(DecodeError, match=rf"{bad.name}: file not found"):
+        ev[0]
+
+
+def _check_data(capsys, *argv):
+    import argparse
+
+    from gdn.commands import check_data
+
+    parser = argparse.ArgumentParser()
+    check_data.add_arguments(parser)
+    code = check_data.run(parser.parse_args(list(argv)))
+    return code, capsys.readouterr().out
+
+
+def test_check_data_clean_and_bad(synth, tmp_path, capsys):
+    import shutil
+
+    code, out = _check_data(capsys, "--dataset", "ssv1", "--root", str(synth["ssv1"].root))
+    assert code == 0 and "clean" in out
+    assert "train" in out and "validation" in out and "test" in out
+    root = tmp_path / "ssv1"
+    shutil.copytree(synth["ssv1"].root, root)
+    frames = root / "20bn-something-something-v1"
+    train = (root / "something-something-v1-train.csv").read_text().splitlines()
+    first, second = train[0].split(";")[0], train[1].split(";")[0]
+    (frames / first / "00001.jpg").write_bytes(b"")
+    shutil.rmtree(frames / second)
+    with open(root / "something-something-v1-train.csv", "a") as f:
+        f.write(f"{first};Juggling something\n")
+    code, out = _check_data(capsys, "--dataset", "ssv1", "--root", str(root), "--split", "train")
+    assert code == 1
+    assert "3 bad entries" in out
+    assert "something-something-v1-train.csv, line 13: unknown class 'Juggling something'" in out
+    assert f"line 1 (id {first}): {frames / first / '00001.jpg'}: frame file is empty" in out
+    assert f"line 2 (id {second}): {frames / second}: frame folder not found" in out
