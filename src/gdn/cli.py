@@ -1,7 +1,8 @@
 """The `gdn` command line: one subcommand per module in `gdn.commands`.
 
 Each command module defines `HELP` (one line), `add_arguments(parser)` and
-`run(args) -> int` (the exit code). Adding a command is one line in `COMMANDS`.
+`run(args) -> int` (the exit code). Adding a command is one line in `COMMANDS`. Only the
+module of the command being run is imported, so `gdn synth` does not pay for the engine.
 """
 
 from __future__ import annotations
@@ -11,28 +12,43 @@ import importlib
 import logging
 import sys
 
-# (subcommand, module under gdn.commands)
-COMMANDS: list[tuple[str, str]] = [
-    ("profile", "profile"),
-]
+# subcommand -> (module under gdn.commands, one-line summary for `gdn --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "synthesise data, train gdn_tiny and tsn_tiny with one budget, compare them"),
+    "synth": ("synth", "write the synthetic temporal dataset in the SSv1 or SSv2 layout"),
+    "check-data": ("check_data", "open every annotated file of a dataset and list the bad ones"),
+    "bench-data": ("bench_data", "data-loading clips/s per worker for webm and JPEG sources"),
+    "train": ("train", "train a model from a YAML config and overrides"),
+    "test": ("test", "evaluate a checkpoint: top-1, top-5, mean class accuracy"),
+    "ensemble": ("ensemble", "average the saved softmax scores of several models"),
+    "predict": ("predict", "top-k classes of video files or frame folders"),
+    "profile": ("profile", "parameters and GMACs of models; Table 1 of the paper"),
+    "bench": ("bench", "training and inference speed side by side with tsn_r50"),
+    "export": ("export", "export a checkpoint to ONNX and check it against onnxruntime"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the arguments of `command` only (all commands are listed in the help)."""
     parser = argparse.ArgumentParser(
         prog="gdn", description="Grouped Decomposed Networks for video action recognition."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS:
-        module = importlib.import_module(f"gdn.commands.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+    for name, (module_name, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        if name == command:
+            module = importlib.import_module(f"gdn.commands.{module_name}")
+            p.description = module.HELP
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,142 @@
+"""Multi-process training helpers: one process per GPU (or CPU worker), launched by torchrun.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR/PORT); `init_distributed` reads
+them, so the same command runs single-process (`gdn train ...`) or distributed
+(`torchrun --nproc_per_node 8 -m gdn train ...`, multi-node with `--nnodes/--rdzv-endpoint`).
+
+The process group gets a timeout (GDN_DIST_TIMEOUT seconds, default 600): when a worker dies,
+the survivors' next collective fails with an error instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(device: str = "auto", timeout_s: float | None = None) -> torch.device:
+    """Resolve the device and, under torchrun (WORLD_SIZE > 1), join the process group.
+
+    Backend nccl on CUDA, gloo on CPU. Each process uses GPU LOCAL_RANK. Returns the device.
+    """
+    world_size = env_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+        if world_size > 1 or dev.index is None:
+            dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("GDN_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": dev} if backend == "nccl" else {}),
+        )
+        log.info("rank %d/%d joined (%s, %s, timeout %.0fs)", get_rank(), world_size, backend, dev, timeout_s)
+    return dev
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0: the process that logs, writes files and shows progress."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def _collective_device() -> torch.device:
+    # nccl only moves CUDA tensors; gloo only CPU tensors.
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: list[float] | torch.Tensor) -> torch.Tensor:
+    """Sum a small vector of numbers over all ranks (float64, returned on the CPU)."""
+    t = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if is_distributed():
+        t = t.to(_collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is True on at least one (e.g. a stop request)."""
+    return bool(all_reduce_sum([float(flag)])[0] > 0)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """`[obj from rank 0, obj from rank 1, ...]` on every rank (picklable objects of any size)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_gather_tensor(t: torch.Tensor) -> list[torch.Tensor]:
+    """Gather tensors whose first dimension differs between ranks; returns one per rank, on t's device.
+
+    The other dimensions and the dtype must agree. Sizes are exchanged first, then every rank's
+    tensor is padded to the largest and the padding trimmed after the gather.
+    """
+    if not is_distributed():
+        return [t]
+    dev = _collective_device()
+    sizes = [torch.zeros(1, dtype=torch.long, device=dev) for _ in range(get_world_size())]
+    dist.all_gather(sizes, torch.tensor([t.shape[0]], dtype=torch.long, device=dev))
+    sizes_int = [int(s.item()) for s in sizes]
+    biggest = max(sizes_int)
+    padded = torch.zeros((biggest, *t.shape[1:]), dtype=t.dtype, device=dev)
+    padded[: t.shape[0]] = t.to(dev)
+    out = [torch.empty_like(padded) for _ in sizes_int]
+    dist.all_gather(out, padded)
+    return [o[:n].to(t.device) for o, n in zip(out, sizes_int)]
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """`obj` from rank `src`, on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,104 @@
+"""Distributed training on the CPU: 2 gloo processes launched by torchrun, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from gdn.config import Config
+from gdn.data.synthetic import generate
+from gdn.engine.checkpoint import load_checkpoint
+
+torch.set_num_threads(1)
+
+# Runs on every rank: trains from a config file, then saves this rank's final parameters
+# (BatchNorm statistics are per process under DDP; rank 0's go into the checkpoint).
+# DIE_AT=n makes rank 1 exit abruptly (as if killed) during its n-th training forward.
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    import torch
+    torch.set_num_threads(1)
+    import gdn.engine.train as T
+    from gdn.config import Config
+
+    die_at = int(os.environ.get("DIE_AT", "0"))
+    if die_at and os.environ["RANK"] == "1":
+        real = T.create_model
+        def create(*args, **kwargs):
+            model = real(*args, **kwargs)
+            calls = [0]
+            def hook(module, inputs, output):
+                calls[0] += module.training
+                if calls[0] == die_at:
+                    os._exit(3)
+            model.register_forward_hook(hook)
+            return model
+        T.create_model = create
+
+    cfg = Config.from_yaml(sys.argv[1])
+    result = T.train(cfg)
+    params = {k: v.detach() for k, v in result["model"].named_parameters()}
+    torch.save(params, os.path.join(cfg.out, f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    generate(root / "data", format="ssv2", classes=2, train_per_class=3, val_per_class=1, test_per_class=1,
+             height=32, width=32, min_frames=8, max_frames=10, workers=1, overwrite=True)
+    (root / "worker.py").write_text(SCRIPT)
+    return root
+
+
+def write_config(root, out, **train) -> str:
+    cfg = Config.from_dict({
+        "model": {"name": "gdn_tiny"},
+        "data": {"dataset": "ssv2", "root": str(root / "data"), "frames": 4, "size": 32, "workers": 0},
+        # 12 videos, 2 per batch and process: 3 steps per epoch on each rank
+        "train": {"epochs": 1, "batch_size": 2, "base_batch_size": 4, "lr": 0.05, "sync_bn": True, **train},
+        "out": str(out), "device": "cpu",
+    })
+    path = root / f"{out.name}.yaml"
+    cfg.save_yaml(path)
+    return str(path)
+
+
+def torchrun(root, config, env_extra=None, timeout=150):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GDN_DIST_TIMEOUT": "60", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(root / "worker.py"), config],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def test_two_processes_end_with_identical_parameters(setup):
+    out = setup / "run"
+    proc = torchrun(setup, write_config(setup, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(out / "rank0.pt", weights_only=True)
+    rank1 = torch.load(out / "rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for k in rank0:
+        assert torch.equal(rank0[k], rank1[k]), k
+    ckpt = load_checkpoint(out / "last.pt")  # written by rank 0 only, no "module." prefix
+    for k in rank0:
+        assert torch.equal(ckpt["model"][k], rank0[k]), k
+    # the lr was scaled to the effective batch: 2 per process x 2 processes = base batch 4
+    assert ckpt["scheduler"]["base_lr"] == pytest.approx(0.05)
+    assert ckpt["global_step"] == 3
+
+
+def test_a_dying_worker_ends_the_run_with_an_error(setup):
+    out = setup / "dead"
+    # bounded: subprocess.run raises TimeoutExpired (a failure) if the survivors hang
+    proc = torchrun(setup, write_config(setup, out, epochs=2), env_extra={"DIE_AT": "2"}, timeout=150)
+    assert proc.returncode != 0
+    assert "exitcode  : 3" in proc.stderr or "exitcode: 3" in proc.stderr.replace(" ", "")
+    assert not (out / "rank0.pt").exists() and not (out / "rank1.pt").exists()

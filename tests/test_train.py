@@ -1,0 +1,243 @@
+"""The training engine on a tiny synthetic dataset (CPU): exact resume, signals, NaN, bad data, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import gdn.engine.train as T
+from gdn.cli import main
+from gdn.config import Config
+from gdn.data.datasets import TooManyBadSamples
+from gdn.data.synthetic import generate
+from gdn.engine.checkpoint import load_checkpoint
+from gdn.engine.train import NonFiniteLossError, lr_factor, param_groups, partial_bn, train, train_mode
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """4 classes (2 time-reversed pairs), 12 training and 4 validation videos of 32x32 pixels."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, format="ssv2", classes=2, train_per_class=3, val_per_class=1, test_per_class=1,
+             height=32, width=32, min_frames=8, max_frames=10, workers=1, overwrite=True)
+    return root
+
+
+def make_cfg(root, out, **train_options) -> Config:
+    return Config.from_dict({
+        "model": {"name": "gdn_tiny", "dropout": 0.5},
+        "data": {"dataset": "ssv2", "root": str(root), "frames": 4, "size": 32, "workers": 0},
+        # 3 batches per epoch; warm-up over half an epoch and a step at epoch 1 exercise the schedule
+        "train": {"epochs": 2, "batch_size": 4, "base_batch_size": 4, "lr": 0.05, "lr_steps": [1],
+                  "warmup_epochs": 0.5, **train_options},
+        "out": str(out), "device": "cpu",
+    })
+
+
+def on_training_forward(monkeypatch, callback):
+    """Make the engine's model call `callback(n, module, output)` on its n-th training forward."""
+    real = T.create_model
+
+    def create(*args, **kwargs):
+        model = real(*args, **kwargs)
+        calls = [0]
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls[0] += 1
+                return callback(calls[0], module, output)
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(T, "create_model", create)
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def metrics(run) -> list[dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time", "clips_per_s")} for r in records]
+
+
+# ---------------------------------------------------------------------------- exact resume
+@pytest.mark.parametrize("workers,accumulate", [(0, 1), (2, 2)])
+def test_sigterm_then_resume_equals_uninterrupted_run(synth, tmp_path, monkeypatch, capsys, workers, accumulate):
+    full = train(make_cfg(synth, tmp_path / "full", accumulate=accumulate))
+    assert full["final"]["epoch"] == 2
+
+    # The same run through the CLI, with SIGTERM arriving during the 2nd training batch of epoch 2.
+    cfg = make_cfg(synth, tmp_path / "cut", accumulate=accumulate)
+    cfg.data.workers = workers
+    cfg.save_yaml(tmp_path / "cut.yaml")
+    on_training_forward(monkeypatch, lambda n, m, out: os.kill(os.getpid(), signal.SIGTERM) if n == 5 else None)
+    code = main(["train", "--config", str(tmp_path / "cut.yaml")])
+    assert code == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
+    ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)  # stopped at the step boundary after batch 2
+    # optimizer steps: every batch, or (accumulate 2) batch 2 and the end of each 3-batch epoch
+    assert ckpt["global_step"] == {1: 3 + 2, 2: 2 + 1}[accumulate]
+    assert load_checkpoint(tmp_path / "cut" / "last.prev.pt")["epoch"] == 1  # end of epoch 1
+
+    monkeypatch.undo()
+    torch.manual_seed(1234)  # resuming must not depend on the state of the process
+    assert main(["train", "--config", str(tmp_path / "cut.yaml"), "--resume", "auto"]) == 0
+    assert "best val top-1" in capsys.readouterr().out
+
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert_same_state(a["model"], b["model"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert (a["epoch"], a["step"], a["global_step"]) == (b["epoch"], b["step"], b["global_step"])
+    assert metrics(tmp_path / "full") == metrics(tmp_path / "cut")  # same loss, lr, accuracies per epoch
+
+
+def test_corrupt_last_checkpoint_falls_back_to_previous(synth, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(make_cfg(synth, run, epochs=2))
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    with caplog.at_level(logging.WARNING):
+        result = train(make_cfg(synth, run, epochs=3), resume="auto")
+    assert f"{last}: checkpoint is truncated or corrupt" in caplog.text
+    # continued after epoch 1 (last.prev.pt): epochs 2 and 3 trained again
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert load_checkpoint(last)["epoch"] == 3
+
+    # every candidate unreadable: the CLI names the files and exits 2
+    (run / "last.prev.pt").write_bytes(b"garbage")
+    last.write_bytes(b"")
+    cfg = make_cfg(synth, run, epochs=4)
+    cfg.save_yaml(tmp_path / "c.yaml")
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--resume", "auto"]) == 2
+
+
+# ---------------------------------------------------------------------------- failures
+def test_nan_loss_stops_before_the_optimizer_step(synth, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    seen = {}
+
+    def poison(n, module, output):
+        if n == 5:  # epoch 2, batch 2
+            seen["last.pt"] = (run / "last.pt").read_bytes()
+            seen["params"] = {k: v.detach().clone() for k, v in module.state_dict().items() if "running" not in k}
+            seen["model"] = module
+            return output * float("nan")
+
+    on_training_forward(monkeypatch, poison)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at epoch 2, step 2 of 3"):
+        train(make_cfg(synth, run))
+    # no optimizer step was taken with the NaN loss...
+    after = {k: v for k, v in seen["model"].state_dict().items() if "running" not in k}
+    assert_same_state(seen["params"], after)
+    # ...and the last checkpoint is the untouched, loadable end of epoch 1
+    assert (run / "last.pt").read_bytes() == seen["last.pt"]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert [p.name for p in run.iterdir() if ".tmp" in p.name] == []
+
+
+def test_bad_videos_are_counted_and_stop_the_run_over_the_limit(synth, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth, root)
+    train_ids = [e["id"] for e in json.loads((root / "something-something-v2-train.json").read_text())]
+    (root / "20bn-something-something-v2" / f"{train_ids[0]}.webm").write_bytes(b"not a video")
+
+    # one bad file of 12: each epoch requests it once and takes its neighbour instead
+    result = train(make_cfg(root, tmp_path / "ok", epochs=1).apply_overrides(["data.max_bad_fraction=0.5"]))
+    assert result["final"]["num_skipped"] == 1
+    assert json.loads((tmp_path / "ok" / "metrics.jsonl").read_text())["num_skipped"] == 1
+
+    cfg = make_cfg(root, tmp_path / "strict", epochs=1).apply_overrides(["data.max_bad_fraction=0.05"])
+    with pytest.raises(TooManyBadSamples, match=r"epoch 1: 1 unreadable videos were skipped for 12 samples"):
+        train(cfg)
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_cli_end_to_end_writes_the_run_folder(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "tsn_tiny", "--dataset", "ssv2", "--data-root", str(synth),
+                 "--frames", "4", "--size", "32", "--epochs", "2", "--batch-size", "4", "--lr", "0.01",
+                 "--workers", "0", "--device", "cpu", "--out", str(out),
+                 "--set", "train.base_batch_size=4", "--set", "train.eval_every=2"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "best val top-1" in table and str(out / "best.pt") in table
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt", "config.yaml", "curves.png", "last.prev.pt", "last.pt", "metrics.jsonl"]
+    cfg = Config.from_yaml(out / "config.yaml")
+    assert (cfg.model.name, cfg.data.frames, cfg.train.lr, cfg.train.base_batch_size) == ("tsn_tiny", 4, 0.01, 4)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[0]["val_top1"] is None and records[1]["val_top1"] is not None  # eval_every=2
+    assert set(records[1]) >= {"loss", "lr", "train_top1", "val_top1", "val_top5", "clips_per_s", "time",
+                               "num_skipped"}
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    assert best["epoch"] == 2 and best["best_top1"] == records[1]["val_top1"]
+    assert last["config"] == cfg.to_dict() == yaml.safe_load((out / "config.yaml").read_text())
+    assert last["classes"] == sorted(last["classes"]) and len(last["classes"]) == 4
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_config_errors_name_the_key_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 2\n  learning_rate: 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3" in err and "unknown key 'train.learning_rate'" in err and "lr_steps" in err
+    assert main(["train", "--set", "data.frames=eight"]) == 2
+    assert "data.frames must be int" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- recipe pieces
+def test_lr_schedule_values():
+    cfg = Config().apply_overrides(["train.epochs=40", "train.warmup_epochs=2"])
+    assert lr_factor(cfg, 0.0) == 0.0 and lr_factor(cfg, 1.0) == 0.5  # linear warm-up
+    assert [lr_factor(cfg, e) for e in (2.0, 19.99)] == [1.0, 1.0]
+    assert lr_factor(cfg, 20.0) == pytest.approx(0.1) and lr_factor(cfg, 30.0) == pytest.approx(0.01)
+    cfg.apply_overrides(["train.schedule=cosine"])
+    assert lr_factor(cfg, 2.0) == 1.0 and lr_factor(cfg, 21.0) == pytest.approx(0.5)
+    assert lr_factor(cfg, 40.0) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(cfg, 11.5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 9.5 / 38)))
+
+
+def test_no_weight_decay_on_bn_and_biases_and_fc_lr_mult():
+    model = T.create_model("tsn_tiny", num_classes=5)
+    groups = param_groups(model, weight_decay=5e-4, fc_lr_mult=5.0)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        g = by_param[id(p)]
+        assert g["weight_decay"] == (5e-4 if p.ndim > 1 else 0.0), name
+        assert g["lr_mult"] == (5.0 if name.startswith("fc.") else 1.0), name
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_partial_bn_freezes_all_but_the_first():
+    model = T.create_model("tsn_tiny", num_classes=3)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    frozen = partial_bn(model)
+    assert frozen == bns[1:]
+    before = [bn.running_mean.clone() for bn in bns]
+    train_mode(model, frozen)
+    model(torch.randn(2, 3, 2, 32, 32))
+    assert not torch.equal(bns[0].running_mean, before[0])  # the first BN still adapts
+    assert all(torch.equal(bn.running_mean, b) for bn, b in zip(bns[1:], before[1:]))
+    assert all(not p.requires_grad for bn in bns[1:] for p in bn.parameters())
+    names = {n for g in param_groups(model, 5e-4, 1.0) for n, p in model.named_parameters()
+             if any(p is q for q in g["params"])}
+    assert "bn1.weight" in names and "layer1.0.bn1.weight" not in names
