@@ -179,7 +179,8 @@ def test_cli_end_to_end_writes_the_run_folder(synth, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "best val top-1" in table and str(out / "best.pt") in table
     assert sorted(p.name for p in out.iterdir()) == [
-        "best.pt", "config.yaml", "curves.png", "last.prev.pt", "last.pt", "metrics.jsonl"]
+        "best.pt", "config.yaml", "curves.png", "frame-counts-ssv2.json", "last.prev.pt", "last.pt",
+        "metrics.jsonl"]
     cfg = Config.from_yaml(out / "config.yaml")
     assert (cfg.model.name, cfg.data.frames, cfg.train.lr, cfg.train.base_batch_size) == ("tsn_tiny", 4, 0.01, 4)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -241,3 +242,30 @@ def test_partial_bn_freezes_all_but_the_first():
     names = {n for g in param_groups(model, 5e-4, 1.0) for n, p in model.named_parameters()
              if any(p is q for q in g["params"])}
     assert "bn1.weight" in names and "layer1.0.bn1.weight" not in names
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def test_init_from_checkpoint_and_reset_head(synth, tmp_path, capsys):
+    source = train(make_cfg(synth, tmp_path / "source", epochs=1))
+    weights = load_checkpoint(source["last"])["model"]
+
+    # lr 0: after an epoch the weights are still exactly the ones fine-tuning started from
+    cfg = make_cfg(synth, tmp_path / "tuned", epochs=1, lr=0.0)
+    cfg.apply_overrides([f"model.init_from='{source['last']}'"])
+    tuned = train(cfg)["model"].state_dict()
+    for k, v in weights.items():
+        if "running" not in k and "num_batches" not in k:  # BN statistics move in train mode
+            assert torch.equal(tuned[k], v), k
+
+    # another class count: refused with the mismatched keys unless the head is reset
+    other = tmp_path / "other"
+    generate(other, format="ssv2", classes=1, train_per_class=6, val_per_class=1, test_per_class=1,
+             height=32, width=32, min_frames=8, max_frames=10, workers=1, overwrite=True)
+    args = ["train", "--model", "gdn_tiny", "--dataset", "ssv2", "--data-root", str(other), "--frames", "4",
+            "--size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+            "--init-from", source["last"], "--out", str(tmp_path / "two")]
+    assert main(args) == 2
+    assert "fc.weight" in capsys.readouterr().err
+    assert main(args + ["--reset-head", "--out", str(tmp_path / "three")]) == 0
+    state = load_checkpoint(tmp_path / "three" / "last.pt")["model"]
+    assert state["fc.weight"].shape[0] == 2

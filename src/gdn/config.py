@@ -34,6 +34,8 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "gdn_r50"  # any gdn.list_models() name
     pretrained: str | None = None  # ImageNet 2D state dict path / URL / "imagenet"
+    init_from: str | None = None  # fine-tune: a gdn checkpoint or state dict of the same architecture
+    reset_head: bool = False  # with init_from: re-initialise fc when the class count differs
     dropout: float = 0.5
     options: dict = field(default_factory=dict)  # extra create_model overrides, e.g. {"r_st": 0.25}
 
@@ -55,6 +57,7 @@ class DataConfig:
     label_order: str = "sorted"
     workers: int = 4
     max_bad_fraction: float = 0.01
+    cache_dir: str | None = None  # frame counts of webm files (default: the run folder)
 
 
 @dataclass
@@ -232,6 +235,11 @@ class Config:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{where}: {name}={value} must be at least 1")
+        if self.model.pretrained and self.model.init_from:
+            raise ConfigError(
+                f"{where}: model.pretrained and model.init_from are both set; choose one "
+                "(ImageNet 2D weights, or a video checkpoint to fine-tune)"
+            )
         if self.data.workers < 0:
             raise ConfigError(f"{where}: data.workers={self.data.workers} must be 0 or more")
 

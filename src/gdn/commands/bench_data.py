@@ -2,8 +2,9 @@
 JPEG-folder sources, with the full training pipeline (TSN sampling, decode of the sampled frames,
 short side 256, multi-scale crop, resize to 224, flip, normalise).
 
-Without ``--root`` it writes a synthetic 240p Something-Something in both layouts (the same clips
-as VP9 WebM and as JPEG folders) with ``gdn.data.synthetic.generate``. Targets per core:
+Without ``--root`` it writes synthetic Something-Something data with ``gdn.data.synthetic.generate``:
+240p VP9 WebM as SSv2 ships it, JPEG folders at SSv1's real frame size (100 px high, 100x176:
+the primary JPEG rows) and, beside them, the same 240p frames as JPEGs. Targets per core:
 >= 35 clips/s from 240p VP9 WebM, >= 100 clips/s from JPEG folders.
 """
 
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gdn.commands.check_data import table
@@ -41,19 +43,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _synthetic(out: Path, videos: int) -> dict[str, tuple[str, Path]]:
+# (layout, folder, height, width): SSv2 WebM at 240p; SSv1 JPEGs at their real 100x176, then 240p
+SYNTHETIC = [("ssv2", "ssv2", 240, 426), ("ssv1", "ssv1-100p", 100, 176), ("ssv1", "ssv1", 240, 426)]
+
+
+def _synthetic(out: Path, videos: int) -> list[tuple[str, Path]]:
     from gdn.data.synthetic import generate
 
-    sources = {"webm": ("ssv2", out / "ssv2"), "jpeg": ("ssv1", out / "ssv1")}
+    sources = []
     per_class = max(1, videos // 8)  # 4 pairs = 8 classes
-    for fmt, root in sources.values():
+    for fmt, folder, height, width in SYNTHETIC:
+        root = out / folder
+        sources.append((fmt, root))
         if (root / "something-something-v2-train.json").exists() or \
                 (root / "something-something-v1-train.csv").exists():
             continue
-        log.info("writing a synthetic 240p %s dataset to %s", fmt, root)
-        # SSv2 clips: 240 px high, 12 fps, 2-6 s
+        log.info("writing a synthetic %dx%d %s dataset to %s", height, width, fmt, root)
+        # Something-Something clips: 12 fps, 2-6 s
         generate(root, format=fmt, classes=4, train_per_class=per_class, val_per_class=1,
-                 test_per_class=1, height=240, width=426, min_frames=24, max_frames=72, seed=0)
+                 test_per_class=1, height=height, width=width, min_frames=24, max_frames=72,
+                 seed=0)
     return sources
 
 
@@ -70,12 +79,14 @@ def bench(name: str, root: Path, split: str, frames: int, size: int, samples: in
             count_frames_cached(entry.path, ds.frame_counts)
     for i in range(min(2, len(ds))):  # warm up (imports, allocator)
         ds[(i, 99)]
+    height, width = ds.read_clips(0, np.random.default_rng(0)).shape[-2:]  # of the source frames
     wall, cpu = time.perf_counter(), time.process_time()
     for k in range(samples):
         ds[(k % len(ds), k // len(ds))]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"dataset": name, "root": str(root), "videos": len(ds), "frames": frames, "size": size,
-            "samples": samples, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "frame_size": f"{height}x{width}", "samples": samples, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
             "clips_per_s_wall": round(samples / wall, 1), "clips_per_s_cpu": round(samples / cpu, 1),
             "source": "jpeg" if ds.entries[0].frames else "webm"}
 
@@ -87,20 +98,21 @@ def run(args: argparse.Namespace) -> int:
         if args.root is not None:
             if args.dataset is None:
                 raise SystemExit("gdn bench-data: --root needs --dataset (ssv1, ssv2 or list)")
-            sources = {"data": (args.dataset, args.root)}
+            sources = [(args.dataset, args.root)]
         else:
             sources = _synthetic(args.cache_dir or Path(tmp), args.videos)
         rows = [bench(name, root, args.split, f, args.size, args.samples)
-                for name, root in sources.values() for f in frame_counts]
+                for name, root in sources for f in frame_counts]
     for r in rows:
         r["target_per_core"] = TARGETS.get(r["source"])
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(table(["source", "dataset", "frames", "size", "clips/s (CPU time)", "clips/s (wall)",
-                 "target/core"],
-                [[r["source"], r["dataset"], r["frames"], r["size"], r["clips_per_s_cpu"],
-                  r["clips_per_s_wall"], r["target_per_core"] or "-"] for r in rows]))
+    print(table(["source", "dataset", "frame HxW", "frames", "size", "clips/s (CPU time)",
+                 "clips/s (wall)", "target/core"],
+                [[r["source"], r["dataset"], r["frame_size"], r["frames"], r["size"],
+                  r["clips_per_s_cpu"], r["clips_per_s_wall"], r["target_per_core"] or "-"]
+                 for r in rows]))
     print(f"\n{args.samples} training clips per row in one process with one thread. CPU time is "
           "the per-core rate; wall time is lower when other processes share the cores. "
           "A DataLoader with N workers gives about N times the per-core rate on N free cores.")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 FLAGS = {
     "model": "model.name",
     "pretrained": "model.pretrained",
+    "init_from": "model.init_from",
     "dataset": "data.dataset",
     "data_root": "data.root",
     "frames": "data.frames",
@@ -44,6 +45,9 @@ def add_arguments(p) -> None:
                    help="override one config value, parsed as YAML (repeatable), e.g. train.lr=0.01")
     p.add_argument("--model", help="model name (gdn.list_models())")
     p.add_argument("--pretrained", help="ImageNet 2D weights: a state dict path, a URL or 'imagenet'")
+    p.add_argument("--init-from", help="fine-tune from a gdn checkpoint or state dict (same architecture)")
+    p.add_argument("--reset-head", action="store_true",
+                   help="with --init-from: re-initialise the classifier when the class count differs")
     p.add_argument("--dataset", help="ssv1 | ssv2 | list")
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--frames", type=int, help="frames per clip (8 or 16 in the paper)")
@@ -72,6 +76,8 @@ def build_config(args) -> Config:
         cfg = Config()
     flags = [f"{key}={_yaml_value(getattr(args, name))}" for name, key in FLAGS.items()
              if getattr(args, name) is not None]
+    if args.reset_head:
+        flags.append("model.reset_head=true")
     cfg.apply_overrides(flags)
     cfg.apply_overrides(args.overrides)
     return cfg
@@ -90,6 +96,7 @@ def run(args) -> int:
     from gdn.data.decode import DecodeError
     from gdn.engine.checkpoint import CheckpointError
     from gdn.engine.train import NonFiniteLossError, TrainingInterrupted, train
+    from gdn.engine.weights import WeightsMismatchError
 
     try:
         cfg = build_config(args)
@@ -101,7 +108,7 @@ def run(args) -> int:
     except TrainingInterrupted as e:
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
-    except (ConfigError, CheckpointError, AnnotationError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, AnnotationError, FileNotFoundError, WeightsMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (NonFiniteLossError, TooManyBadSamples, DecodeError) as e:

@@ -18,15 +18,18 @@ another video would silently change the reported accuracy.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from gdn.data.annotations import Annotations, Entry, read_annotations
-from gdn.data.decode import (DecodeError, FrameCountCache, count_frames_cached, list_frame_files,
-                             read_frame_folder, read_video_frames)
+from gdn.data.decode import (DecodeError, FrameCountCache, _frame_names, _read_frames,
+                             count_frames_cached, read_video_frames)
 from gdn.data.sampling import build_sampler
 from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map
 
@@ -114,9 +117,10 @@ class VideoDataset(Dataset):
         entry = self.entries[index]
         path = entry.path
         if entry.frames or path.is_dir():
-            files = list_frame_files(path)
-            idx = self.sampler(len(files), rng)  # (clips, T)
-            frames = read_frame_folder(path, idx.ravel(), files)
+            names = _frame_names(path)  # a listing per clip: cheap, and never stale
+            idx = self.sampler(len(names), rng)  # (clips, T)
+            frames = _read_frames(path, idx.ravel().tolist(), len(names),
+                                  lambda i: os.path.join(path, names[i]))
         else:
             n = count_frames_cached(path, self.frame_counts)
             idx = self.sampler(n, rng)
@@ -169,6 +173,24 @@ class VideoDataset(Dataset):
             return item
         raise DecodeError(f"no readable video in the {self.name} {self.split} split "
                           f"({len(self)} tried); run `gdn check-data`")
+
+    def count_video_frames(self) -> int:
+        """Count the frames of every video file once, here, so that DataLoader workers (which
+        keep their counts in memory only) never count the same WebM again; saves a
+        FrameCountCache. Unreadable files are left for `__getitem__` to skip or report.
+        Returns the number of videos counted."""
+        videos = [e.path for e in self.entries if not e.frames and not e.path.is_dir()]
+        counted = 0
+        for path in tqdm(videos, desc="counting frames", disable=not videos or not sys.stderr.isatty(),
+                         leave=False):
+            try:
+                count_frames_cached(path, self.frame_counts)
+                counted += 1
+            except DecodeError:
+                pass
+        if isinstance(self.frame_counts, FrameCountCache):
+            self.frame_counts.save()
+        return counted
 
     def __repr__(self) -> str:
         return (f"VideoDataset({self.name}/{self.split}, {len(self)} videos, "

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import av
@@ -158,10 +158,11 @@ def read_video_frames(
     if backend != "pyav":
         raise ValueError(f"unknown decoding backend {backend!r}; use 'pyav' or 'torchcodec'")
 
-    needed = set(wanted)
+    positions: dict[int, list[int]] = {}  # frame index -> its positions in the output
+    for k, i in enumerate(wanted):
+        positions.setdefault(i, []).append(k)
     last = max(wanted, default=-1)
-    frames: dict[int, np.ndarray] = {}
-    size: tuple[int, int] | None = None  # (width, height) of the first converted frame
+    out: np.ndarray | None = None  # (len(wanted), H, W, 3), allocated at the first needed frame
     decoded = 0
     # One converter per clip: a fresh one per frame (what `frame.to_ndarray(format=...)`
     # does) re-initialises swscale each time, ~25% of the read time for 16 frames.
@@ -174,12 +175,16 @@ def read_video_frames(
         try:
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
-                if index in needed:
-                    if size is None:
-                        size = (frame.width, frame.height)
-                    # VP9 may change resolution mid-stream: keep one size per clip.
-                    rgb = reformatter.reformat(frame, format="rgb24", width=size[0], height=size[1])
-                    frames[index] = rgb.to_ndarray()
+                if index in positions:
+                    if out is None:
+                        out = np.empty((len(wanted), frame.height, frame.width, 3), np.uint8)
+                    # VP9 may change resolution mid-stream: keep one size per clip. One swscale
+                    # thread: its default (one per CPU) costs ~1.6x the CPU time for the same
+                    # pixels in a worker process, and the workers already use every core.
+                    rgb = reformatter.reformat(frame, format="rgb24", width=out.shape[2],
+                                               height=out.shape[1], threads=1).to_ndarray()
+                    for k in positions[index]:
+                        out[k] = rgb
                 if index >= last:
                     break
         except av.FFmpegError as e:
@@ -192,7 +197,7 @@ def read_video_frames(
             f"{path}: asked for frame index {last} but the video has only {decoded} decodable "
             "frames; if the frame count came from a cache, delete the cache file and rerun"
         )
-    return np.stack([frames[i] for i in wanted])
+    return out
 
 
 def _read_video_frames_torchcodec(path: Path, wanted: list[int]) -> np.ndarray:
@@ -227,18 +232,22 @@ def list_frame_files(folder: str | Path) -> list[Path]:
     side by side) the `img_` frames are the RGB ones. Other files are ignored.
     """
     folder = Path(folder)
+    return [folder / name for name in _frame_names(folder)]
+
+
+def _frame_names(folder: Path) -> list[str]:
+    """`list_frame_files` as file names: the per-clip listing of the datasets, which join
+    only the sampled names (a Path per file costs more than listing the folder)."""
     if not folder.is_dir():
         raise DecodeError(
             f"{folder}: frame folder not found; check the dataset root and the annotation file"
         )
-    groups: dict[str, list[tuple[int, Path]]] = {}
+    groups: dict[str, list[tuple[int, str]]] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             match = _FRAME_FILE.match(entry.name)
             if match:
-                groups.setdefault(match["prefix"], []).append(
-                    (int(match["number"]), Path(entry.path))
-                )
+                groups.setdefault(match["prefix"], []).append((int(match["number"]), entry.name))
     if not groups:
         raise DecodeError(f"{folder}: contains no JPEG frames (expected 00001.jpg, 00002.jpg, ...)")
     if len(groups) > 1:
@@ -250,38 +259,39 @@ def list_frame_files(folder: str | Path) -> list[Path]:
         groups = {"img_": groups["img_"]}
     (numbered,) = groups.values()
     numbered.sort()
-    for (a, path_a), (b, path_b) in zip(numbered, numbered[1:]):
+    for (a, name_a), (b, name_b) in zip(numbered, numbered[1:]):
         if a == b:
             raise DecodeError(
-                f"{folder}: {path_a.name} and {path_b.name} have the same frame number; remove one"
+                f"{folder}: {name_a} and {name_b} have the same frame number; remove one"
             )
-    gaps = _describe_gaps(numbered)
-    if gaps and str(folder) not in _GAPS_WARNED:
-        _GAPS_WARNED.add(str(folder))  # once per folder and process: list_frame_files runs per clip
+    if numbered[-1][0] - numbered[0][0] + 1 != len(numbered) and str(folder) not in _GAPS_WARNED:
+        _GAPS_WARNED.add(str(folder))  # once per folder and process: the listing runs per clip
         log.warning("%s: %s; the %d frames present are used in sorted order. A gap usually means an "
-                    "interrupted extraction: re-extract the frames", folder, gaps, len(numbered))
-    return [path for _, path in numbered]
+                    "interrupted extraction: re-extract the frames", folder,
+                    _describe_gaps(numbered), len(numbered))
+    return [name for _, name in numbered]
 
 
 _GAPS_WARNED: set[str] = set()
 
 
-def _describe_gaps(numbered: list[tuple[int, Path]]) -> str | None:
+def _describe_gaps(numbered: list[tuple[int, str]]) -> str | None:
     """'frame numbers missing: 00004.jpg to 00005.jpg (2 missing)' for holes between the first and
-    last frame number of a sorted `(number, path)` list, or None when the numbers are consecutive."""
-    holes = [(a, b, pa) for (a, pa), (b, _) in zip(numbered, numbered[1:]) if b - a > 1]
+    last frame number of a sorted `(number, file name)` list, or None when the numbers are
+    consecutive."""
+    holes = [(a, b, na) for (a, na), (b, _) in zip(numbered, numbered[1:]) if b - a > 1]
     if not holes:
         return None
     total = sum(b - a - 1 for a, b, _ in holes)
 
-    def name(number: int, like: Path) -> str:  # the missing file's name, in the folder's own style
-        m = _FRAME_FILE.match(like.name)
+    def name(number: int, like: str) -> str:  # the missing file's name, in the folder's own style
+        m = _FRAME_FILE.match(like)
         digits = m["number"]
         width = len(digits) if digits.startswith("0") else 0
-        return f"{m['prefix']}{number:0{width}d}{like.name[m.end('number'):]}"
+        return f"{m['prefix']}{number:0{width}d}{like[m.end('number'):]}"
 
-    spans = [name(a + 1, pa) if b - a == 2 else f"{name(a + 1, pa)} to {name(b - 1, pa)}"
-             for a, b, pa in holes[:3]]
+    spans = [name(a + 1, na) if b - a == 2 else f"{name(a + 1, na)} to {name(b - 1, na)}"
+             for a, b, na in holes[:3]]
     more = ", ..." if len(holes) > 3 else ""
     return f"frame numbers missing: {', '.join(spans)}{more} ({total} missing)"
 
@@ -289,11 +299,11 @@ def _describe_gaps(numbered: list[tuple[int, Path]]) -> str | None:
 def frame_number_gaps(folder: str | Path) -> str | None:
     """The holes in a frame folder's numbering, described for a message, or None (see
     `list_frame_files`; `gdn check-data` reports folders with holes as bad)."""
-    files = list_frame_files(folder)
-    return _describe_gaps([(int(_FRAME_FILE.match(f.name)["number"]), f) for f in files])
+    names = _frame_names(Path(folder))
+    return _describe_gaps([(int(_FRAME_FILE.match(n)["number"]), n) for n in names])
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: str | Path) -> np.ndarray:
     """One image file as uint8 (H, W, 3) RGB.
 
     Pillow identifies images by content, so a PNG saved under a .jpg name is
@@ -301,11 +311,12 @@ def _read_image(path: Path) -> np.ndarray:
     palette images are converted to RGB.
     """
     try:
-        if path.stat().st_size == 0:
+        if os.stat(path).st_size == 0:
             raise DecodeError(f"{path}: frame file is empty (0 bytes); re-extract the frames")
         with Image.open(path) as image:
             image.load()  # decode fully now: truncated data raises here, not later
-            return np.asarray(image.convert("RGB"))
+            # an RGB image is used as is: convert("RGB") would only copy it
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except FileNotFoundError as e:
         raise DecodeError(f"{path}: frame file not found; re-extract the frames") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -326,13 +337,20 @@ def read_frame_folder(
     folder = Path(folder)
     wanted = _check_indices(indices, folder)
     if files is None:
-        files = list_frame_files(folder)
-    if wanted and max(wanted) >= len(files):
+        names = _frame_names(folder)
+        return _read_frames(folder, wanted, len(names), lambda i: os.path.join(folder, names[i]))
+    return _read_frames(folder, wanted, len(files), files.__getitem__)
+
+
+def _read_frames(folder: Path, wanted: list[int], count: int,
+                 path_of: Callable[[int], str | Path]) -> np.ndarray:
+    """`read_frame_folder` of a folder with `count` frames, frame `i` in file `path_of(i)`."""
+    if wanted and max(wanted) >= count:
         raise DecodeError(
-            f"{folder}: asked for frame index {max(wanted)} but the folder has {len(files)} "
+            f"{folder}: asked for frame index {max(wanted)} but the folder has {count} "
             "frames; if the frame count came from an annotation list or a cache, regenerate it"
         )
-    frames = {i: _read_image(files[i]) for i in dict.fromkeys(wanted)}
+    frames = {i: _read_image(path_of(i)) for i in dict.fromkeys(wanted)}
     shapes = {frame.shape for frame in frames.values()}
     if len(shapes) > 1:
         raise DecodeError(

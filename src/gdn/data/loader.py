@@ -12,7 +12,9 @@ ranks; the engine gathers predictions by the items' ``index``.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -93,6 +95,26 @@ class EvalSampler(Sampler):
 def _worker_init(worker_id: int) -> None:
     # Workers decode and resize a few frames each: intra-op threads would only oversubscribe.
     torch.set_num_threads(1)
+    _keep_freed_memory()
+
+
+def _keep_freed_memory() -> None:
+    """Let a worker reuse freed clip buffers instead of returning them to the OS (glibc).
+
+    A training item allocates and frees several MB (decoded frames, the resized clip, the float
+    output: 9.6 MB at 16x224x224). glibc hands blocks this big to mmap and unmaps them on free,
+    so every item pays a page fault per 4 KiB it touches again (~10% of a 100x176 JPEG clip,
+    docs/benchmarks.md). Fixed thresholds keep them in the heap; a worker then holds at most its
+    peak item memory. Only DataLoader worker processes do this, never the user's process.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of freed heap
+    except (OSError, AttributeError):  # not glibc (musl): keep its defaults
+        pass
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 4,

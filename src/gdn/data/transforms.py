@@ -94,11 +94,18 @@ def normalize(clip: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
     """uint8 (or [0, 255] float) ``([V,] C, T, H, W)`` -> contiguous float32
     ``(x / 255 - mean) / std`` per channel."""
     shape = (-1, 1, 1, 1)  # channels are the 4th dimension from the end
-    scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))).float().view(shape)
-    shift = (torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)).float().view(shape)
+    scale = (1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))).float()
+    shift = (torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)).float()
     out = torch.empty(clip.shape, dtype=torch.float32)
+    if clip.dtype in (torch.uint8, torch.float32) and len(scale) == clip.shape[-4]:
+        # Per channel: one pass converts and scales (float32 products as below, the same bits;
+        # checked for all 256 values) and one subtracts in place; the strided channels-last
+        # read happens once, in the multiply, not in a separate converting copy.
+        for c, (k, b) in enumerate(zip(scale.tolist(), shift.tolist())):
+            torch.mul(clip.select(-4, c), k, out=out.select(-4, c)).sub_(b)
+        return out
     out.copy_(clip)  # one pass: converts and makes (C, T, H, W) contiguous
-    return out.mul_(scale).sub_(shift)
+    return out.mul_(scale.view(shape)).sub_(shift.view(shape))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,11 +82,16 @@ def build_datasets(cfg: Config):
     from gdn.data.datasets import build_dataset
 
     d = cfg.data
+    # Frame counts of webm files (which store none) are read from / kept in this folder.
+    cache_dir = d.cache_dir or cfg.out
     common = dict(frames=d.frames, size=d.size, short_side=d.short_side, sampling=d.sampling,
-                  label_order=d.label_order, classes_file=d.classes_file, seed=cfg.train.seed)
+                  label_order=d.label_order, classes_file=d.classes_file, seed=cfg.train.seed,
+                  cache_dir=cache_dir)
     train_ds = build_dataset(d.dataset, d.root, d.train_split, train=True, flip=d.flip,
                              list_file=d.train_list, max_bad_fraction=d.max_bad_fraction, **common)
     val_ds = build_dataset(d.dataset, d.root, d.val_split, train=False, list_file=d.val_list, **common)
+    for ds in (train_ds, val_ds):
+        ds.count_video_frames()  # once here, not in every worker
     if list(val_ds.classes) != list(train_ds.classes):
         raise ValueError(
             f"the {d.train_split} and {d.val_split} splits under {d.root} list different classes "
@@ -330,6 +335,10 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
     model = create_model(cfg.model.name, num_classes=len(classes), dropout=cfg.model.dropout,
                          pretrained=None if ckpt is not None else cfg.model.pretrained,
                          **cfg.model.options)
+    if ckpt is None and cfg.model.init_from:
+        from gdn.engine.weights import load_weights
+
+        log.info("%s", load_weights(model, cfg.model.init_from, reset_head=cfg.model.reset_head))
     frozen_bn = partial_bn(model) if t.partial_bn else []
     if t.sync_bn and distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdn.models.fast import gdm_forward, temporal_shift
+
 
 def to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     """(N*T, C, H, W) -> (N, C, T, H, W), a view."""
@@ -106,7 +108,13 @@ class GDM(nn.Module):
         self.s = nn.Conv2d(i_s, o_s, 3, stride=stride, padding=1, bias=False) if o_s else None
         self.t = VideoConv3d(i_t, o_t, stride, kernel_t=3, kernel=1) if o_t else None
 
+    impl = "fused"  # "reference" runs forward_reference; the forms are in gdn.models.fast
+
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return gdm_forward(self, x, num_frames, self.impl)
+
+    def forward_reference(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The definition: split, three convs, concatenate (the fast form is tested against it)."""
         x_st, x_s, x_t = torch.split(x, self.in_splits, dim=1)
         outs = []
         if self.st is not None:
@@ -166,7 +174,14 @@ class TemporalShift(nn.Module):
         super().__init__()
         self.fold_div = fold_div
 
+    impl = "fused"  # "reference" runs forward_reference; see gdn.models.fast.temporal_shift
+
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if self.impl == "reference":
+            return self.forward_reference(x, num_frames)
+        return temporal_shift(x, num_frames, self.fold_div)
+
+    def forward_reference(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         nt, c, h, w = x.shape
         fold = c // self.fold_div
         v = x.view(nt // num_frames, num_frames, c, h, w)  # (N, T, C, H, W)

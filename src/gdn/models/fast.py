@@ -1,0 +1,104 @@
+"""Fast forms of the temporal modules: the same parameters, the same outputs, less time.
+
+`GDM.forward` and `TemporalShift.forward` (layers.py) call `gdm_forward` and
+`temporal_shift` here; `forward_reference` on each keeps the straightforward form that
+defines the module, and tests/test_fast_gdm.py holds every form here to it (outputs and
+gradients). Measurements and what did not help: docs/benchmarks.md.
+
+GDM. On CPU, PyTorch sends a Conv3d whose batch is a single clip and whose feature map is
+small to its unfold + GEMM kernel (`slow_conv3d`), 2-4x slower than oneDNN for the same
+FLOPs: that alone cancelled GDN's FLOPs saving at one clip. The "fused" form calls oneDNN
+directly for the two 3D groups (`torch.mkldnn_convolution`; plain conv3d on other devices,
+other dtypes and while tracing for export or compile) and, without autograd, writes the
+three groups into one preallocated output instead of concatenating them. The 2D-kernel form
+(3x3x3 group as a Conv2d with three stacked temporal taps plus shifted adds) was measured
+too and was slower than this one; it is not kept.
+
+TSM. The reference shift pads two slices and concatenates; `temporal_shift` copies each
+channel group once into an empty tensor of the input's memory format.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GDM_IMPLS = ("reference", "fused")
+SHIFT_IMPLS = ("reference", "fused")
+
+
+def _use_onednn(x: torch.Tensor) -> bool:
+    """Call oneDNN directly: eager CPU fp32 only (exporters and inductor trace plain conv3d)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.compiler.is_compiling()
+    )
+
+
+def conv3d(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    """`conv(x)` for clips `(N, C, T, H, W)`, through oneDNN on CPU whatever the batch size."""
+    if not _use_onednn(x):
+        return F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    # A channels-last frame batch seen as clips is channels-last-3d: keep that layout.
+    fmt = torch.channels_last_3d if x.stride(1) == 1 and x.shape[1] > 1 else torch.contiguous_format
+    return torch.mkldnn_convolution(
+        x.contiguous(memory_format=fmt), conv.weight, conv.bias,
+        conv.padding, conv.stride, conv.dilation, conv.groups,
+    )
+
+
+def gdm_forward(gdm: nn.Module, x: torch.Tensor, num_frames: int, impl: str = "fused") -> torch.Tensor:
+    """Run a `GDM` on frames `(N*T, C, H, W)` -> `(N*T, C', H', W')` with the chosen form."""
+    if impl == "reference":
+        return gdm.forward_reference(x, num_frames)
+    if impl != "fused":
+        raise ValueError(f"unknown GDM implementation '{impl}'; choose one of {', '.join(GDM_IMPLS)}")
+    nt, _, h, w = x.shape
+    n, t = nt // num_frames, num_frames
+    x_st, x_s, x_t = torch.split(x, gdm.in_splits, dim=1)  # views, no copies
+    ys = []  # each (N, T, C_group', H', W'), a view of the group's output
+    if gdm.st is not None:
+        ys.append(conv3d(x_st.view(n, t, *x_st.shape[1:]).transpose(1, 2), gdm.st).transpose(1, 2))
+    if gdm.s is not None:
+        y = gdm.s(x_s)
+        ys.append(y.view(n, t, *y.shape[1:]))
+    if gdm.t is not None:
+        ys.append(conv3d(x_t.view(n, t, *x_t.shape[1:]).transpose(1, 2), gdm.t).transpose(1, 2))
+    if len(ys) == 1:
+        return ys[0].reshape(nt, *ys[0].shape[2:])
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        # Autograd through copies into slices would clone the gradient once per group, and
+        # traced graphs (export, inductor) read better as one concatenation.
+        return torch.cat(ys, dim=2).flatten(0, 1)
+    h, w = ys[0].shape[-2:]
+    fmt = torch.channels_last if x.stride(1) == 1 and x.shape[1] > 1 else torch.contiguous_format
+    out = torch.empty(nt, sum(gdm.out_splits), h, w, dtype=ys[0].dtype, device=x.device, memory_format=fmt)
+    out_clips = out.unflatten(0, (n, t))  # (N, T, C', H', W') view
+    start = 0
+    for y in ys:
+        out_clips[:, :, start:start + y.shape[2]].copy_(y)
+        start += y.shape[2]
+    return out
+
+
+def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8) -> torch.Tensor:
+    """TSM shift of frames `(N*T, C, H, W)`: channels [0, fold) take frame t+1, channels
+    [fold, 2*fold) frame t-1 (zeros at the clip ends), the rest stay; fold = C // fold_div.
+
+    One copy per channel group into an empty tensor (slice assignment: traced exporters see
+    `slice_scatter` on the input, not a constant)."""
+    nt, c, h, w = x.shape
+    fold = c // fold_div
+    out = torch.empty_like(x)
+    v = x.unflatten(0, (nt // num_frames, num_frames))  # (N, T, C, H, W)
+    o = out.unflatten(0, (nt // num_frames, num_frames))
+    o[:, :-1, :fold] = v[:, 1:, :fold]
+    o[:, -1:, :fold] = 0
+    o[:, 1:, fold:2 * fold] = v[:, :-1, fold:2 * fold]
+    o[:, :1, fold:2 * fold] = 0
+    o[:, :, 2 * fold:] = v[:, :, 2 * fold:]
+    return out

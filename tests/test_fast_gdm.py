@@ -1,0 +1,166 @@
+"""The fast forms (gdn.models.fast) and BatchNorm folding (gdn.models.fold) against the
+straightforward modules they replace: equal outputs and equal gradients."""
+
+import pytest
+import torch
+from torch import nn
+
+from gdn import create_model, list_models
+from gdn.models.fast import gdm_forward, temporal_shift
+from gdn.models.fold import fold_bn
+from gdn.models.layers import GDM, TemporalShift
+
+torch.set_num_threads(1)
+
+RATIOS = {
+    "default": (0.25, 0.5),
+    "r3d": (1.0, 0.0),
+    "r2d": (0.0, 1.0),
+    "gst": (0.25, 0.75),  # r_t = 0
+    "no_spatial": (0.5, 0.0),
+}
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ratio", list(RATIOS))
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("frames,size", [(4, (9, 7)), (1, (8, 8)), (3, (5, 6))])
+def test_fused_gdm_equals_reference(ratio, stride, frames, size):
+    torch.manual_seed(0)
+    r_st, r_s = RATIOS[ratio]
+    m = GDM(16, 24, stride, r_st, r_s)
+    x = torch.randn(2 * frames, 16, *size)
+
+    with torch.no_grad():  # the preallocated-output path
+        _close(gdm_forward(m, x, frames, "fused"), m.forward_reference(x, frames))
+
+    grads = []
+    for impl in ("reference", "fused"):  # the autograd path
+        xi = x.clone().requires_grad_(True)
+        m.zero_grad()
+        y = gdm_forward(m, xi, frames, impl)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        grads.append((y.detach(), xi.grad, [p.grad.clone() for p in m.parameters()]))
+    (y_ref, gx_ref, gp_ref), (y_fast, gx_fast, gp_fast) = grads
+    _close(y_fast, y_ref)
+    _close(gx_fast, gx_ref)
+    assert len(gp_fast) == len(gp_ref) == sum(g is not None for g in (m.st, m.s, m.t))
+    for a, b in zip(gp_fast, gp_ref):
+        _close(a, b)
+
+
+def test_fused_gdm_channels_last_keeps_layout_and_values():
+    torch.manual_seed(0)
+    m = GDM(16, 16, 1)
+    x = torch.randn(8, 16, 7, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = gdm_forward(m, x, 4, "fused")
+        _close(y, m.forward_reference(x.contiguous(), 4))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fused_gdm_never_runs_the_unfold_conv3d_at_one_clip():
+    # The reason for the fused form: one clip (batch 1) sends nn.Conv3d to slow_conv3d on CPU.
+    from torch.profiler import ProfilerActivity, profile
+
+    m = GDM(16, 16, 1).eval()
+    x = torch.randn(8, 16, 7, 7)
+
+    def kernels(impl):
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            gdm_forward(m, x, 8, impl)
+        return {e.key for e in prof.key_averages()}
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN is not available in this PyTorch build")
+    assert "aten::slow_conv3d_forward" in kernels("reference")
+    fused = kernels("fused")
+    assert "aten::slow_conv3d_forward" not in fused
+    assert "aten::cat" not in fused
+
+
+def test_model_uses_fused_gdm_by_default_and_matches_reference():
+    torch.manual_seed(0)
+    model = create_model("gdn_tiny", num_classes=7).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        fast = model(x)
+        gdms = [m for m in model.modules() if isinstance(m, GDM)]
+        assert len(gdms) == 8 and all(m.impl == "fused" for m in gdms)
+        for m in gdms:
+            m.impl = "reference"
+        ref = model(x)
+    _close(fast, ref)
+
+
+def test_unknown_gdm_impl_names_the_choices():
+    with pytest.raises(ValueError, match="reference, fused"):
+        gdm_forward(GDM(8, 8), torch.randn(2, 8, 4, 4), 2, "taps")
+
+
+@pytest.mark.parametrize("frames,channels,fold_div", [(4, 16, 8), (1, 16, 8), (3, 10, 4), (2, 7, 8)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_shift_equals_reference(frames, channels, fold_div, channels_last):
+    torch.manual_seed(0)
+    ref_mod = TemporalShift(fold_div)
+    x = torch.randn(2 * frames, channels, 3, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    outs = []
+    for fn in (lambda v: ref_mod.forward_reference(v, frames), lambda v: temporal_shift(v, frames, fold_div)):
+        xi = x.clone().requires_grad_(True)
+        y = fn(xi)
+        (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        outs.append((y.detach(), xi.grad))
+    assert torch.equal(outs[0][0], outs[1][0])  # a shift is a copy: exactly equal
+    assert torch.equal(outs[0][1], outs[1][1])
+    if channels_last:
+        assert outs[1][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_shift_moves_the_right_channels():
+    x = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 8, 1, 1).contiguous()  # frame index
+    y = temporal_shift(x, 3, 8)[:, :, 0, 0]  # (T, C), fold = 1
+    assert y[:, 0].tolist() == [1.0, 2.0, 0.0]  # channel 0 takes frame t + 1
+    assert y[:, 1].tolist() == [0.0, 0.0, 1.0]  # channel 1 takes frame t - 1
+    assert y[:, 2:].tolist() == x[:, 2:, 0, 0].tolist()
+
+
+def _with_running_stats(name: str) -> nn.Module:
+    """A tiny model whose BatchNorms have non-trivial statistics and affine parameters."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list_models("*_tiny"))
+def test_fold_bn_keeps_outputs(name):
+    model = _with_running_stats(name)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_bn(model)
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert not folded.training
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert sum(k.endswith("running_mean") for k in folded.state_dict()) == 0
+    assert sum(k.endswith("running_mean") for k in model.state_dict()) == n_bn
+    for k, v in model.state_dict().items():  # the input model is untouched
+        assert torch.equal(v, state[k]), k
+
+
+def test_fold_bn_refuses_an_unfoldable_batchnorm():
+    model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
+    with pytest.raises(ValueError, match="not folded"):
+        fold_bn(model)
