@@ -22,6 +22,7 @@ batches already seen, so the parameters equal those of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -276,6 +277,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     try:
         return _train(cfg, resume, device)
     finally:
+        gc.unfreeze()  # undo the freeze before the loader forked (see _train)
         if owns_group:
             D.cleanup()
 
@@ -408,6 +410,10 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
         }
 
     show_progress = main and sys.stderr.isatty()
+    # Loader workers fork from this process: objects frozen here stay shared instead of being
+    # copied page by page as the workers' reference counting touches them (docs/reliability.md).
+    gc.collect()
+    gc.freeze()
     with stop_on_signals() as stop:
         for epoch in range(start_epoch, t.epochs):
             resumed_mid_epoch = epoch == start_epoch and start_step > 0

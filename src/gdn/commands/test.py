@@ -1,0 +1,155 @@
+"""`gdn test CHECKPOINT`: accuracy of a trained model on a labelled split.
+
+By default the paper's protocol on the checkpoint's own dataset and validation split: the centre
+frame of each of T segments, one centre crop, one clip (paper section 3.2). `--clips N --crops 3`
+gives the peers' multi-view protocol (softmax averaged over the N x 3 views). Runs under torchrun
+too (`torchrun --nproc_per_node 8 -m gdn test CKPT`); each video is counted once.
+
+Writes, next to the checkpoint (or into --out): `<stem>-<split>-confusion.png`,
+`<stem>-<split>-per-class.csv` and `.json`; `--scores FILE` saves the softmax scores of every
+video for `gdn ensemble`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from gdn.data.annotations import AnnotationError
+from gdn.data.datasets import build_dataset
+from gdn.data.decode import DecodeError
+from gdn.data.loader import build_loader
+from gdn.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from gdn.engine.distributed import cleanup, init_distributed, is_distributed, is_main
+from gdn.engine.evaluate import (EvalResult, ScoreFile, ScoreFileError, evaluate, json_safe,
+                                 save_confusion_png, save_per_class, save_scores)
+
+log = logging.getLogger(__name__)
+
+HELP = "evaluate a checkpoint (top-1, top-5, mean class accuracy) on a labelled split"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a .pt file written by `gdn train`")
+    p.add_argument("--dataset", choices=("ssv1", "ssv2", "list"), help="default: the checkpoint's")
+    p.add_argument("--data-root", help="default: the checkpoint's data.root")
+    p.add_argument("--split", help="train | validation | test (default: the checkpoint's data.val_split)")
+    p.add_argument("--list-file", help="annotation list for --dataset list (default: the checkpoint's val_list)")
+    p.add_argument("--clips", type=int, default=1, help="temporal views per video (default 1: paper protocol)")
+    p.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial views per clip")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the checkpoint's)")
+    p.add_argument("--size", type=int, help="crop size (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=16, help="videos per batch (per process)")
+    p.add_argument("--workers", type=int, help="loader workers (default: the checkpoint's data.workers)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
+                   help="autocast (auto: bf16 on CUDA, none on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--out", help="folder for the confusion matrix and per-class files (default: the checkpoint's)")
+    p.add_argument("--scores", metavar="FILE", help="save video ids, labels and softmax scores (.npz or .pt)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _error(message: str) -> int:
+    print(f"gdn test: error: {message}", file=sys.stderr)
+    return 2
+
+
+def worker_error_message(e: BaseException) -> str:
+    """The original message of an exception re-raised from a DataLoader worker.
+
+    DataLoader wraps a worker's exception text in "Caught X in DataLoader worker process N.
+    Original Traceback ...": keep only the last line, the original message.
+    """
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = type(e).__name__
+    return last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        model, cfg, classes = build_model_from_checkpoint(ckpt)
+    except CheckpointError as e:
+        return _error(str(e))
+    del ckpt
+    d = cfg.data
+    dataset = args.dataset or d.dataset
+    split = args.split or d.val_split
+    list_file = args.list_file or (d.val_list if split == d.val_split else None)
+    frames, size = args.frames or d.frames, args.size or d.size
+    short_side = d.short_side if args.size is None else None  # a new size gets its own 256/224 ratio
+    try:
+        ds = build_dataset(dataset, args.data_root or d.root, split, frames=frames, train=False, size=size,
+                           short_side=short_side, clips=args.clips, crops=args.crops, sampling=d.sampling,
+                           label_order=d.label_order, list_file=list_file, classes_file=d.classes_file)
+    except (AnnotationError, ValueError, OSError) as e:
+        return _error(str(e))
+    if ds.classes != classes:
+        return _error(f"{args.checkpoint}: the model was trained on {len(classes)} classes that differ from the "
+                      f"{len(ds.classes)} classes of the {dataset} {split} annotations under "
+                      f"{args.data_root or d.root} (check --dataset, --data-root, the label order and classes file)")
+
+    device = init_distributed(args.device)
+    try:
+        model = model.to(device)
+        if args.compile:
+            model = torch.compile(model)
+        loader = build_loader(ds, args.batch_size, train=False,
+                              workers=d.workers if args.workers is None else args.workers,
+                              distributed=is_distributed())
+        log.info("evaluating %s on %s %s: %d videos, %d frames, size %d, %d clip(s) x %d crop(s)",
+                 args.checkpoint, dataset, split, len(ds), frames, size, args.clips, args.crops)
+        try:
+            res = evaluate(model, loader, device, amp=args.amp, distributed=is_distributed(),
+                           num_classes=len(classes), desc=f"test {split}")
+        except (DecodeError, OSError) as e:
+            return _error(worker_error_message(e))
+        if not is_main():
+            return 0
+        try:
+            _write_outputs(args, res, ds, classes, split)
+        except (ScoreFileError, OSError) as e:
+            return _error(str(e))
+        _print(args, res)
+        return 0
+    finally:
+        cleanup()
+
+
+def _write_outputs(args, res: EvalResult, ds, classes: list[str], split: str) -> None:
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.parent
+    stem = f"{ckpt.stem}-{Path(split).stem}"
+    if args.clips > 1 or args.crops > 1:
+        stem += f"-{args.clips}x{args.crops}"
+    if res.num_labelled:
+        save_confusion_png(res.confusion, classes, out / f"{stem}-confusion.png",
+                           title=f"{ckpt.name} on {split}: top-1 {res.top1:.2f}%")
+        save_per_class(res, classes, out / f"{stem}-per-class.csv", out / f"{stem}-per-class.json")
+        log.info("wrote %s and %s", out / f"{stem}-confusion.png", out / f"{stem}-per-class.csv")
+    if args.scores:
+        ids = [ds.video_ids[i] for i in res.indices]
+        save_scores(args.scores, ScoreFile(video_ids=ids, labels=res.labels, scores=res.scores, classes=classes))
+        log.info("wrote scores of %d videos to %s", len(ids), args.scores)
+
+
+def _print(args, res: EvalResult) -> None:
+    metrics = {**res.metrics(), "num_labelled": res.num_labelled}
+    if args.json:
+        print(json.dumps(json_safe(metrics)))
+        return
+    print(f"{'checkpoint':<12}{args.checkpoint}")
+    for name, key in (("top1", "top1"), ("top5", "top5"), ("mean class", "mean_class_accuracy")):
+        print(f"{name:<12}{res.metrics()[key]:>8.2f}")
+    print(f"{'videos':<12}{res.num_videos:>8d}")
+    if res.num_labelled != res.num_videos:
+        print(f"{'labelled':<12}{res.num_labelled:>8d}")

@@ -1,0 +1,352 @@
+"""Evaluation: softmax scores per video and exact metrics (top-1, top-5, mean class accuracy).
+
+Every video counts exactly once, also under torchrun: each rank scores its shard, then
+(scores, labels, dataset indices) are gathered from all ranks, sorted by dataset index and
+de-duplicated, so the padding a `DistributedSampler` may add never enters a metric.
+
+Multi-view clips `(B, V, C, T, H, W)` (several clips x crops per video) are scored view by view
+and the softmax scores averaged over the views (the peers' multi-view protocol). Videos without
+a label (`label == -1`, e.g. a test split) get scores but do not enter the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics", "evaluate",
+           "json_safe", "load_scores", "save_confusion_png", "save_per_class", "save_scores"]
+
+
+@dataclass
+class EvalResult:
+    """What `evaluate` returns. Accuracies are percentages; `nan` when no video has a label.
+
+    indices, labels and scores are aligned and sorted by dataset index: `scores[i]` is the
+    softmax (averaged over views) of dataset item `indices[i]`, whose label is `labels[i]`.
+    """
+
+    top1: float
+    top5: float
+    mean_class_accuracy: float
+    num_videos: int                 # every scored video, labelled or not
+    num_labelled: int               # videos that entered the metrics
+    per_class: list[float]          # recall per class in percent; nan for classes without videos
+    confusion: np.ndarray           # (K, K) int64, rows = true class, columns = predicted class
+    indices: np.ndarray = field(repr=False)     # (N,) int64
+    labels: np.ndarray = field(repr=False)      # (N,) int64, -1 = unknown
+    scores: np.ndarray = field(repr=False)      # (N, K) float32 softmax scores
+
+    def metrics(self) -> dict[str, float | int]:
+        """The headline numbers as a flat dict (for logs, JSON and checkpoints)."""
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "mean_class_accuracy": self.mean_class_accuracy,
+            "num_videos": self.num_videos,
+        }
+
+
+def compute_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> dict:
+    """Exact metrics of scores `(N, K)` against labels `(N,)`; labels of -1 are skipped.
+
+    Returns a dict with top1, top5 and mean_class_accuracy (percent), num_videos (N),
+    num_labelled, per_class (list of percent, nan for absent classes) and confusion (K x K).
+    Mean class accuracy is the mean, over the classes that have at least one video, of the
+    per-class recall. Top-5 uses min(5, K) guesses. Ties are broken towards the lower class
+    index (argsort is stable), so results are deterministic.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if scores.ndim != 2 or labels.shape != (scores.shape[0],):
+        raise ValueError(f"scores must be (N, K) and labels (N,); got {scores.shape} and {labels.shape}")
+    k = num_classes if num_classes is not None else scores.shape[1]
+    if scores.shape[1] != k:
+        raise ValueError(f"scores have {scores.shape[1]} classes, expected {k}")
+    if labels.size and labels.max(initial=-1) >= k:
+        raise ValueError(f"label {int(labels.max())} out of range for {k} classes")
+
+    known = labels >= 0
+    s, y = scores[known], labels[known]
+    n = int(known.sum())
+    confusion = np.zeros((k, k), dtype=np.int64)
+    if n == 0:
+        nan = float("nan")
+        return dict(top1=nan, top5=nan, mean_class_accuracy=nan, num_videos=int(labels.size),
+                    num_labelled=0, per_class=[nan] * k, confusion=confusion)
+
+    # Stable descending order: among equal scores the lower class index ranks first.
+    order = np.argsort(-s, axis=1, kind="stable")
+    pred = order[:, 0]
+    top5 = (order[:, : min(5, k)] == y[:, None]).any(axis=1)
+    np.add.at(confusion, (y, pred), 1)
+    support = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(support > 0, 100.0 * correct / np.maximum(support, 1), np.nan)
+    return dict(
+        top1=100.0 * float((pred == y).mean()),
+        top5=100.0 * float(top5.mean()),
+        mean_class_accuracy=float(np.nanmean(per_class)),
+        num_videos=int(labels.size),
+        num_labelled=n,
+        per_class=[float(v) for v in per_class],
+        confusion=confusion,
+    )
+
+
+def autocast_context(device: torch.device, amp: str):
+    """`torch.autocast` for amp in {"none", "bf16", "fp16", "auto"}; "auto" is bf16 on CUDA only."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "none":
+        return nullcontext()
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"amp must be one of auto, bf16, fp16, none; got '{amp}'")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def score_clips(model: nn.Module, clip: torch.Tensor, device: torch.device, amp: str = "none") -> torch.Tensor:
+    """Softmax scores (B, K) of clips (B, C, T, H, W), or of multi-view clips (B, V, C, T, H, W)
+    with the softmax averaged over the V views. The model must already be in eval mode."""
+    clip = clip.to(device, non_blocking=True)
+    views = 1
+    if clip.dim() == 6:  # (B, V, C, T, H, W) -> (B*V, C, T, H, W): every view is a clip
+        views = clip.shape[1]
+        clip = clip.flatten(0, 1)
+    with autocast_context(device, amp):
+        logits = model(clip)
+    probs = F.softmax(logits.float(), dim=1)
+    return probs.view(-1, views, probs.shape[-1]).mean(dim=1)  # (B, K): average over views
+
+
+def _gather(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Concatenate per-rank arrays from every rank (shards have different lengths)."""
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, arrays)
+    out = []
+    for i in range(len(arrays)):
+        parts = [g[i] for g in gathered if len(g[i])] or [arrays[i]]  # skip empty shards
+        out.append(np.concatenate(parts))
+    return tuple(out)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device | str,
+    *,
+    amp: str = "none",
+    distributed: bool = False,
+    num_classes: int | None = None,
+    desc: str = "eval",
+) -> EvalResult:
+    """Score every video of `loader` and compute exact metrics.
+
+    Args:
+        model: (B, C, T, H, W) -> logits (B, K). Put in eval mode here; its previous mode is
+            restored on return (the training loop calls this between epochs).
+        loader: yields dicts with "clip" (B, C, T, H, W) or (B, V, C, T, H, W), "label" (B,)
+            and "index" (B,) (the dataset index of each video).
+        device: where the model runs.
+        amp: "none" | "bf16" | "fp16" | "auto" (bf16 on CUDA).
+        distributed: gather the shards of all ranks (torch.distributed must be initialised);
+            every rank returns the same full result.
+        num_classes: K, checked against the model's output; inferred from it when None.
+    """
+    device = torch.device(device)
+    distributed = distributed and dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    was_training = model.training
+    model.eval()
+
+    all_scores, all_labels, all_indices = [], [], []
+    show = rank == 0 and sys.stderr.isatty()
+    for batch in tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True):
+        probs = score_clips(model, batch["clip"], device, amp)
+        all_scores.append(probs.cpu().numpy())
+        all_labels.append(torch.as_tensor(batch["label"]).view(-1).cpu().numpy())
+        all_indices.append(torch.as_tensor(batch["index"]).view(-1).cpu().numpy())
+    model.train(was_training)
+
+    # A rank may have no batches (more ranks than videos): its empty shard still joins the gather.
+    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, num_classes or 0), np.float32)
+    labels = np.concatenate(all_labels).astype(np.int64) if all_labels else np.zeros(0, np.int64)
+    indices = np.concatenate(all_indices).astype(np.int64) if all_indices else np.zeros(0, np.int64)
+    if distributed:
+        scores, labels, indices = _gather((scores, labels, indices))
+    if len(scores) == 0 and num_classes is None:
+        raise ValueError("the loader yielded no videos and num_classes was not given")
+    k = scores.shape[1] if len(scores) else num_classes
+    if num_classes is not None and k != num_classes:
+        raise ValueError(f"the model outputs {k} classes but num_classes={num_classes}")
+    # Sort by dataset index and keep each video once: padded duplicates never count.
+    indices, first = np.unique(indices, return_index=True)
+    scores, labels = scores[first].astype(np.float32), labels[first]
+
+    m = compute_metrics(scores, labels, k)
+    if m["num_labelled"]:
+        log.debug("%s: top1 %.2f top5 %.2f mean class %.2f over %d videos", desc, m["top1"], m["top5"],
+                  m["mean_class_accuracy"], m["num_labelled"])
+    return EvalResult(
+        top1=m["top1"], top5=m["top5"], mean_class_accuracy=m["mean_class_accuracy"],
+        num_videos=m["num_videos"], num_labelled=m["num_labelled"], per_class=m["per_class"],
+        confusion=m["confusion"], indices=indices, labels=labels, scores=scores,
+    )
+
+
+# ----------------------------------------------------------------------------- score files
+#
+# `gdn test --scores FILE` writes, and `gdn ensemble` reads, the softmax scores of every video:
+#   .npz: arrays video_ids (str), labels (int64, -1 unknown), scores (float32 N x K), classes (str)
+#         read with allow_pickle=False;
+#   .pt:  a dict of the same keys (video_ids and classes as lists of str, labels and scores as
+#         tensors) read with torch.load(weights_only=True).
+# Neither format can run code when loaded.
+
+
+class ScoreFileError(ValueError):
+    """A score file that cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class ScoreFile:
+    video_ids: list[str]
+    labels: np.ndarray      # (N,) int64, -1 unknown
+    scores: np.ndarray      # (N, K) float32
+    classes: list[str]      # K names
+
+
+def save_scores(path, scores: ScoreFile) -> None:
+    """Write `scores` as .npz or .pt (chosen by the suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = np.asarray(scores.labels, dtype=np.int64)
+    values = np.asarray(scores.scores, dtype=np.float32)
+    if path.suffix == ".npz":
+        # np.savez appends .npz to other names; write through a handle to keep `path` exactly.
+        with open(path, "wb") as f:
+            np.savez(f, video_ids=np.array([str(v) for v in scores.video_ids], dtype=str),
+                     labels=labels, scores=values, classes=np.array(list(scores.classes), dtype=str))
+    elif path.suffix == ".pt":
+        torch.save({"video_ids": [str(v) for v in scores.video_ids], "labels": torch.from_numpy(labels),
+                    "scores": torch.from_numpy(values), "classes": [str(c) for c in scores.classes]}, path)
+    else:
+        raise ScoreFileError(f"{path}: score files end in .npz or .pt; rename the output")
+
+
+def load_scores(path) -> ScoreFile:
+    """Read a file written by `save_scores`, safely; ScoreFileError names the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreFileError(f"{path}: score file not found; write one with `gdn test CKPT --scores {path}`")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        elif path.suffix == ".pt":
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise ScoreFileError(f"{path}: not a score file (expected .npz or .pt from `gdn test --scores`)")
+    except ScoreFileError:
+        raise
+    except Exception as e:  # zip/pickle/unsafe-content errors all mean "not a score file"
+        raise ScoreFileError(f"{path}: cannot be read as a score file ({type(e).__name__}: {e}); "
+                             "re-create it with `gdn test CKPT --scores FILE`") from e
+    if not isinstance(data, dict):
+        raise ScoreFileError(f"{path}: holds a {type(data).__name__}, not a score dict; re-create it with "
+                             "`gdn test --scores`")
+    missing = [k for k in ("video_ids", "labels", "scores", "classes") if k not in data]
+    if missing:
+        raise ScoreFileError(f"{path}: missing {', '.join(missing)}; re-create it with `gdn test --scores`")
+    as_np = lambda v: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)  # noqa: E731
+    out = ScoreFile(video_ids=[str(v) for v in as_np(data["video_ids"]).tolist()],
+                    labels=as_np(data["labels"]).astype(np.int64),
+                    scores=as_np(data["scores"]).astype(np.float32),
+                    classes=[str(c) for c in as_np(data["classes"]).tolist()])
+    n = len(out.video_ids)
+    if out.scores.ndim != 2 or out.scores.shape != (n, len(out.classes)) or out.labels.shape != (n,):
+        raise ScoreFileError(f"{path}: inconsistent shapes: {n} video ids, labels {out.labels.shape}, "
+                             f"scores {out.scores.shape}, {len(out.classes)} classes")
+    return out
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def save_per_class(result: EvalResult, classes: list[str], csv_path, json_path=None) -> None:
+    """Per-class recall as CSV (`index,class,videos,correct,accuracy`) and optionally JSON."""
+    import csv
+    import json
+
+    support = result.confusion.sum(axis=1)
+    correct = np.diag(result.confusion)
+    rows = [{"index": i, "class": name, "videos": int(support[i]), "correct": int(correct[i]),
+             "accuracy": None if math.isnan(result.per_class[i]) else round(result.per_class[i], 4)}
+            for i, name in enumerate(classes)]
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["index", "class", "videos", "correct", "accuracy"])
+        writer.writeheader()
+        writer.writerows({**r, "accuracy": "" if r["accuracy"] is None else r["accuracy"]} for r in rows)
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump({"metrics": json_safe(result.metrics()), "per_class": rows}, f, indent=1)
+
+
+def save_confusion_png(confusion: np.ndarray, classes: list[str], path, title: str = "") -> None:
+    """Row-normalised confusion matrix (true class down, predicted across) as a PNG.
+
+    Class names label the axes up to 40 classes; beyond that only the colours are readable.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, np.maximum(rows, 1), dtype=np.float64)
+    side = min(4 + 0.28 * k, 30)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 40:
+        short = [c if len(c) <= 32 else c[:30] + "..." for c in classes]
+        ax.set_xticks(range(k), short, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), short, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def json_safe(value):
+    """NaN -> None (JSON has no NaN), numpy scalars -> Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -1,0 +1,239 @@
+"""Exact metrics of `gdn.engine.evaluate` on models whose outputs are known in advance."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from gdn.engine.evaluate import compute_metrics, evaluate
+
+torch.set_num_threads(1)
+
+
+class TableModel(nn.Module):
+    """Returns row `int(clip[b, 0, 0, 0, 0])` of a fixed logits table: outputs known per clip."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.register_buffer("table", table)
+        self.dummy = nn.Linear(1, 1)  # so .eval()/.train() have something to act on
+
+    def forward(self, x):  # (B, C, T, H, W) -> (B, K)
+        return self.table[x[:, 0, 0, 0, 0].long()]
+
+
+class KeyedClips(Dataset):
+    """Item i: a clip filled with key i (or i*V + v for view v of a multi-view clip)."""
+
+    def __init__(self, labels: list[int], views: int = 0):
+        self.labels, self.views = labels, views
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        if self.views:
+            keys = torch.arange(self.views, dtype=torch.float32) + i * self.views
+            clip = keys.view(-1, 1, 1, 1, 1).expand(-1, 1, 2, 2, 2).clone()  # (V, C, T, H, W)
+        else:
+            clip = torch.full((1, 2, 2, 2), float(i))
+        return {"clip": clip, "label": self.labels[i], "index": i, "num_skipped": 0}
+
+
+def test_metrics_exact_single_view():
+    # 6 classes, 5 videos. Argmax per video: 0, 1, 2, 5, 4; labels: 0, 1, 3, 3, -1 (unknown).
+    logits = torch.tensor([
+        [9.0, 1, 0, 0, 0, 0],   # label 0, top1 hit
+        [0.0, 9, 8, 0, 0, 0],   # label 1, top1 hit
+        [0.0, 1, 9, 8, 0, 0],   # label 3, top1 miss (2), top5 hit (rank 2)
+        [1.0, 6, 7, 0, 8, 9],   # label 3, top1 miss (5), top5 miss: 3 ranks 6th (lowest)
+        [0.0, 0, 0, 0, 9, 0],   # unlabelled: scored, not counted
+    ])
+    model = TableModel(logits)
+    loader = DataLoader(KeyedClips([0, 1, 3, 3, -1]), batch_size=2)
+    res = evaluate(model, loader, "cpu")
+    assert res.num_videos == 5 and res.num_labelled == 4
+    assert res.top1 == 50.0                       # 2 of 4
+    assert res.top5 == 75.0                       # 3 of 4
+    # classes present: 0 (1/1), 1 (1/1), 3 (0/2) -> mean of 100, 100, 0
+    assert res.mean_class_accuracy == pytest.approx(200.0 / 3)
+    assert res.per_class[0] == 100.0 and res.per_class[1] == 100.0 and res.per_class[3] == 0.0
+    assert math.isnan(res.per_class[2]) and math.isnan(res.per_class[4])
+    expected = np.zeros((6, 6), dtype=np.int64)
+    expected[0, 0] = expected[1, 1] = expected[3, 2] = expected[3, 5] = 1
+    np.testing.assert_array_equal(res.confusion, expected)
+    np.testing.assert_array_equal(res.indices, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(res.labels, [0, 1, 3, 3, -1])
+    np.testing.assert_allclose(res.scores, torch.softmax(logits, 1).numpy(), rtol=1e-6)
+    assert res.metrics() == {"top1": 50.0, "top5": 75.0, "mean_class_accuracy": pytest.approx(200.0 / 3),
+                             "num_videos": 5}
+    assert model.training  # previous mode restored
+
+
+def test_multi_view_averages_softmax_not_logits():
+    # 2 videos x 2 views, 2 classes. Video 0: view logits favour class 0 strongly once and class 1
+    # mildly once. Averaging logits would pick class 0 either way; check the softmax average.
+    l00, l01 = torch.tensor([4.0, 0.0]), torch.tensor([0.0, 1.0])
+    l10, l11 = torch.tensor([0.0, 3.0]), torch.tensor([0.0, 2.0])
+    model = TableModel(torch.stack([l00, l01, l10, l11]))
+    loader = DataLoader(KeyedClips([0, 0], views=2), batch_size=2)
+    res = evaluate(model, loader, "cpu", num_classes=2)
+    want0 = (torch.softmax(l00, 0) + torch.softmax(l01, 0)) / 2
+    want1 = (torch.softmax(l10, 0) + torch.softmax(l11, 0)) / 2
+    np.testing.assert_allclose(res.scores, torch.stack([want0, want1]).numpy(), rtol=1e-6)
+    assert res.top1 == 50.0 and res.top5 == 100.0 and res.num_videos == 2
+    # per class: class 0 has 2 videos, 1 right -> 50; class 1 has none -> mean class = 50
+    assert res.mean_class_accuracy == 50.0
+
+
+def test_all_unlabelled_gives_scores_and_nan_metrics():
+    model = TableModel(torch.eye(3))
+    res = evaluate(model, DataLoader(KeyedClips([-1, -1, -1]), batch_size=3), "cpu")
+    assert res.num_videos == 3 and res.num_labelled == 0
+    assert math.isnan(res.top1) and math.isnan(res.top5) and math.isnan(res.mean_class_accuracy)
+    np.testing.assert_array_equal(res.scores.argmax(1), [0, 1, 2])
+    assert res.confusion.sum() == 0
+
+
+def test_compute_metrics_ties_break_to_lower_class_and_checks_shapes():
+    m = compute_metrics(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([0, 1]))
+    assert m["top1"] == 50.0 and m["confusion"].tolist() == [[1, 0], [1, 0]]
+    with pytest.raises(ValueError, match="out of range"):
+        compute_metrics(np.ones((1, 2)), np.array([2]))
+    with pytest.raises(ValueError, match="expected 3"):
+        compute_metrics(np.ones((1, 2)), np.array([0]), num_classes=3)
+
+
+def test_num_classes_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="outputs 3 classes but num_classes=4"):
+        evaluate(TableModel(torch.eye(3)), DataLoader(KeyedClips([0]), batch_size=1), "cpu", num_classes=4)
+
+
+# --- distributed: 2 gloo processes over 7 videos give exactly the single-process result ----------
+
+LABELS = [0, 2, 1, 1, -1, 3, 2]          # 7 videos: not a multiple of 2
+TABLE = torch.arange(7 * 4 * 2, dtype=torch.float32).view(14, 4).sin() * 3  # 7 videos x 2 views
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = KeyedClips(LABELS, views=2)
+        # DistributedSampler pads 7 -> 8 with a duplicate of video 0: it must not count twice.
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+        loader = DataLoader(ds, batch_size=2, sampler=sampler)
+        res = evaluate(TableModel(TABLE), loader, "cpu", distributed=True)
+        np.savez(os.path.join(out_dir, f"rank{rank}.npz"), scores=res.scores, labels=res.labels,
+                 indices=res.indices, confusion=res.confusion,
+                 m=np.array([res.top1, res.top5, res.mean_class_accuracy, res.num_videos]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_equals_single_process(tmp_path):
+    single = evaluate(TableModel(TABLE), DataLoader(KeyedClips(LABELS, views=2), batch_size=3), "cpu")
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        got = np.load(tmp_path / f"rank{rank}.npz")
+        np.testing.assert_array_equal(got["indices"], np.arange(7))
+        np.testing.assert_array_equal(got["labels"], LABELS)
+        np.testing.assert_array_equal(got["scores"], single.scores)
+        np.testing.assert_array_equal(got["confusion"], single.confusion)
+        assert got["confusion"].sum() == 6                       # 6 labelled videos, each once
+        assert got["m"].tolist() == [single.top1, single.top5, single.mean_class_accuracy, 7]
+
+
+# --- `gdn test` on a tiny synthetic dataset --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tsn_tiny checkpoint (untrained) whose config points at a tiny synthetic SSv1 dataset."""
+    from gdn.config import Config
+    from gdn.data.synthetic import generate
+    from gdn.engine.checkpoint import save_checkpoint
+    from gdn.models import create_model
+
+    root = tmp_path_factory.mktemp("tinyrun")
+    summary = generate(root / "data", format="ssv1", classes=1, train_per_class=2, val_per_class=3,
+                       test_per_class=0, height=32, width=40, min_frames=8, max_frames=10, workers=1)
+    cfg = Config()
+    cfg.model.name, cfg.model.dropout = "tsn_tiny", 0.0
+    cfg.data.dataset, cfg.data.root, cfg.data.label_order = "ssv1", str(root / "data"), "csv"
+    cfg.data.frames, cfg.data.size, cfg.data.workers = 4, 32, 0
+    torch.manual_seed(0)
+    model = create_model("tsn_tiny", num_classes=len(summary.classes), dropout=0.0)
+    ckpt = root / "run" / "best.pt"
+    from gdn.engine.checkpoint import save_checkpoint  # noqa: F811
+
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg.to_dict(), "classes": summary.classes,
+                           "epoch": 1, "step": 0, "global_step": 1, "best_top1": None, "metrics": {}})
+    return ckpt, cfg, summary
+
+
+def test_gdn_test_json_files_and_scores(tiny_run, tmp_path, capsys):
+    import json
+
+    from gdn.cli import main
+    from gdn.data.datasets import build_dataset
+    from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from gdn.engine.evaluate import load_scores
+
+    ckpt, cfg, summary = tiny_run
+    scores = tmp_path / "s.npz"
+    assert main(["test", str(ckpt), "--json", "--device", "cpu", "--scores", str(scores),
+                 "--out", str(tmp_path), "--batch-size", "4"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    # the same numbers as evaluate() on the paper protocol (centre frames, centre crop, 1 view)
+    model, _, classes = build_model_from_checkpoint(load_checkpoint(ckpt))
+    ds = build_dataset("ssv1", cfg.data.root, "validation", frames=4, size=32, label_order="csv")
+    want = evaluate(model, DataLoader(ds, batch_size=2), "cpu")
+    assert got == {"top1": want.top1, "top5": want.top5, "mean_class_accuracy": want.mean_class_accuracy,
+                   "num_videos": 6, "num_labelled": 6}
+    saved = load_scores(scores)
+    assert saved.video_ids == ds.video_ids and saved.classes == summary.classes
+    np.testing.assert_allclose(saved.scores, want.scores, rtol=1e-5)
+    assert (tmp_path / "best-validation-confusion.png").stat().st_size > 0
+    rows = (tmp_path / "best-validation-per-class.csv").read_text().splitlines()
+    assert rows[0] == "index,class,videos,correct,accuracy" and len(rows) == 1 + len(classes)
+    assert sum(int(r.split(",")[-3]) for r in rows[1:]) == 6
+
+    # multi-view: 2 clips x 3 crops, files get their own names
+    assert main(["test", str(ckpt), "--json", "--device", "cpu", "--clips", "2", "--crops", "3",
+                 "--out", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["num_videos"] == 6
+    assert (tmp_path / "best-validation-2x3-per-class.json").is_file()
+
+
+def test_gdn_test_bad_files_exit_2_naming_the_file(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from gdn.cli import main
+
+    ckpt, cfg, _ = tiny_run
+    # a corrupt frame in a copy of the dataset: evaluation must stop and name it, no traceback
+    data = tmp_path / "data"
+    shutil.copytree(cfg.data.root, data)
+    vid = (data / "something-something-v1-validation.csv").read_text().split(";")[0]
+    bad = data / "20bn-something-something-v1" / vid / "00001.jpg"  # index 0: always sampled
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["test", str(ckpt), "--device", "cpu", "--data-root", str(data), "--workers", "1",
+                 "--frames", "8", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0]
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00" * 100)
+    assert main(["test", str(garbage), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(garbage) in err[0]
