@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -504,7 +505,8 @@ def generate(
         jobs.append(_Job(clip, path, format, fps))
 
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    progress = tqdm(total=len(jobs), desc=f"synth {format}", unit="clip", leave=False)
+    progress = tqdm(total=len(jobs), desc=f"synth {format}", unit="clip", leave=False,
+                    disable=not sys.stderr.isatty())
     if workers <= 1:
         for job in jobs:
             _write_clip(job)
