@@ -681,6 +681,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/claims"), help="output folder")
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 2 models, a small dataset")
     p.add_argument("--epochs", type=int, help="override the epochs of every run")
+    p.add_argument("--size", type=int,
+                   help="base crop side (the low-resolution runs use half); the frames are stored at "
+                        "the matching short side. gdn_tiny leaves its plateau reliably from 48 px "
+                        "(docs/results.md, demo recipe)")
+    p.add_argument("--lr", type=float, help="override the lr of every run (at the batch size)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/results.md")
     p.add_argument("--render-only", action="store_true",
@@ -704,6 +709,12 @@ def main(argv: list[str] | None = None) -> int:
         s.seeds = list(range(args.seeds))
     if args.epochs:
         s.epochs = args.epochs
+    if args.size:
+        s.size, s.low_size = args.size, args.size // 2
+        s.height = round(args.size * s.short_side_ratio)
+        s.width = round(s.height * 4 / 3)
+    if args.lr:
+        s.lr = args.lr
     s.threads = args.threads
     torch.set_num_threads(s.threads)
     command = "python benchmarks/claims.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
