@@ -30,27 +30,14 @@ FAMILIES = [
 ]
 
 
-def _trained_like(name: str) -> nn.Module:
-    """A tiny model with non-trivial BatchNorm statistics (folding must matter)."""
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=5)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.2, 0.2)
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, bn_model):
     """name -> (model, path of its export), each family exported once per test module."""
     cache = {}
 
     def get(name: str):
         if name not in cache:
-            model = _trained_like(name)
+            model = bn_model(name)
             path = tmp_path_factory.mktemp(name) / f"{name}.onnx"
             cache[name] = (model, export_onnx(model, path, FRAMES, SIZE, classes=list("abcde"), verify=False))
         return cache[name]

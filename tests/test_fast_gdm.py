@@ -129,22 +129,9 @@ def test_shift_moves_the_right_channels():
     assert y[:, 2:].tolist() == x[:, 2:, 0, 0].tolist()
 
 
-def _with_running_stats(name: str) -> nn.Module:
-    """A tiny model whose BatchNorms have non-trivial statistics and affine parameters."""
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=5)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.2, 0.2)
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name", list_models("*_tiny"))
-def test_fold_bn_keeps_outputs(name):
-    model = _with_running_stats(name)
+def test_fold_bn_keeps_outputs(name, bn_model):
+    model = bn_model(name)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_bn(model)
     x = torch.randn(2, 3, 4, 32, 32)
