@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from gdn.config import Config
+from gdn.engine.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def _evaluate_run(cfg: Config, run_dir: Path, out: Path):
     d = cfg.data
     ds = build_dataset(d.dataset, d.root, d.val_split, frames=d.frames, train=False, size=d.size,
                        short_side=d.short_side, sampling=d.sampling, label_order=d.label_order)
-    device = torch.device(_resolve_device(cfg.device))
+    device = torch.device(resolve_device(cfg.device))
     loader = build_loader(ds, cfg.train.batch_size, train=False, workers=d.workers)
     res = evaluate(model.to(device), loader, device, num_classes=len(classes), desc=f"val {cfg.model.name}")
     save_confusion_png(res.confusion, classes, out / f"confusion_{cfg.model.name}.png",
@@ -263,15 +264,11 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, device
     return summary
 
 
-def _resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 def _recipe(cfg: Config) -> dict:
     t, d = cfg.train, cfg.data
     return {"frames": d.frames, "size": d.size, "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
             "schedule": t.schedule, "warmup_epochs": t.warmup_epochs, "weight_decay": t.weight_decay,
-            "dropout": cfg.model.dropout, "flip": d.flip, "device": _resolve_device(cfg.device)}
+            "dropout": cfg.model.dropout, "flip": d.flip, "device": resolve_device(cfg.device)}
 
 
 TABLE_COLUMNS = ("model", "params", "GMACs", "val top-1", "top-5", "pair acc", "train s")

@@ -27,6 +27,13 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; any other name unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def init_distributed(device: str = "auto", timeout_s: float | None = None) -> torch.device:
     """Resolve the device and, under torchrun (WORLD_SIZE > 1), join the process group.
 
@@ -34,8 +41,7 @@ def init_distributed(device: str = "auto", timeout_s: float | None = None) -> to
     """
     world_size = env_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

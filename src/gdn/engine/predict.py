@@ -24,6 +24,7 @@ from gdn.data.annotations import Annotations, Entry
 from gdn.data.datasets import VideoDataset
 from gdn.data.decode import DecodeError, count_frames, list_frame_files, read_frame_folder, read_video_frames
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from gdn.engine.distributed import resolve_device
 from gdn.engine.evaluate import score_clips
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,7 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", clips: int = 1,
                  compile: bool = False, amp: str = "auto") -> None:
         model, self.cfg, self.classes = build_model_from_checkpoint(load_checkpoint(checkpoint))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device).eval()
         if compile:
             self.model = torch.compile(self.model)
