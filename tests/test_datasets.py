@@ -34,24 +34,24 @@ def make_ssv1(root, n_videos=7, n_frames=(6, 9, 3, 12, 1, 10, 8), size=(24, 40))
     return root
 
 
-def _denorm_pixel(clip):
-    """Per-frame value of channel 0 (frames are flat), back in 0..255."""
-    v = clip[0, :, 0, 0] * 0.229 + 0.485
-    return torch.round(v * 255).long().tolist()
+def _pixels(clip):
+    """Per-frame value of channel 0 (frames are flat): the pipelines return uint8 pixels."""
+    assert clip.dtype == torch.uint8
+    return clip[0, :, 0, 0].long().tolist()
 
 
 def test_eval_items_exact_frames(tmp_path):
     ds = build_dataset("ssv1", make_ssv1(tmp_path), "val", frames=4, size=16)
     assert len(ds) == 7 and ds.classes == CLASSES and ds.labels == [0, 1, 2, 0, 1, 2, 0]
     item = ds[1]  # 9 frames, centres of 4 segments of 2.25: 1, 3, 5, 7
-    assert item["clip"].shape == (3, 4, 16, 16) and item["clip"].dtype == torch.float32
-    assert _denorm_pixel(item["clip"]) == [10 * t + 1 for t in (1, 3, 5, 7)]
+    assert item["clip"].shape == (3, 4, 16, 16) and item["clip"].dtype == torch.uint8
+    assert _pixels(item["clip"]) == [10 * t + 1 for t in (1, 3, 5, 7)]
     assert (item["label"], item["index"], item["num_skipped"]) == (1, 1, 0)
-    assert _denorm_pixel(ds[4]["clip"]) == [4] * 4  # a 1-frame video repeats it
+    assert _pixels(ds[4]["clip"]) == [4] * 4  # a 1-frame video repeats it
     views = build_dataset("ssv1", tmp_path, "val", frames=4, size=16, clips=2, crops=3)[3]["clip"]
     assert views.shape == (6, 3, 4, 16, 16)  # clip-major: 2 clips x 3 crops
-    assert _denorm_pixel(views[0]) == _denorm_pixel(views[2]) == [10 * t + 3 for t in (0, 3, 6, 9)]
-    assert _denorm_pixel(views[3]) == [10 * t + 3 for t in (2, 5, 8, 11)]
+    assert _pixels(views[0]) == _pixels(views[2]) == [10 * t + 3 for t in (0, 3, 6, 9)]
+    assert _pixels(views[3]) == [10 * t + 3 for t in (2, 5, 8, 11)]
     assert build_dataset("ssv1", tmp_path, "test", frames=4, size=16)[0]["label"] == -1
 
 
@@ -59,7 +59,7 @@ def test_train_items_depend_on_seed_epoch_index_only(tmp_path):
     ds = build_dataset("ssv1", make_ssv1(tmp_path), "train", frames=4, size=16, train=True, seed=3)
     a, b = ds[(3, 0)], ds[(3, 0)]
     assert torch.equal(a["clip"], b["clip"]) and a["label"] == b["label"]
-    epochs = {tuple(_denorm_pixel(ds[(3, e)]["clip"])) for e in range(8)}
+    epochs = {tuple(_pixels(ds[(3, e)]["clip"])) for e in range(8)}
     assert len(epochs) > 2
     for clip in epochs:  # one frame per segment of 3 frames of video 3
         assert [(v - 3) // 10 // 3 for v in clip] == [0, 1, 2, 3]

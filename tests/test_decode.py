@@ -225,6 +225,27 @@ def test_grayscale_and_cmyk_jpegs_come_out_rgb(tmp_path):
     np.testing.assert_allclose(out[2].reshape(-1, 3).mean(0), [10, 200, 30], atol=4)
 
 
+@pytest.mark.parametrize("kind", ["rgb444", "rgb420", "progressive", "grey", "cmyk", "png"])
+def test_jpeg_frames_equal_pillows_decode(tmp_path, kind, monkeypatch):
+    """JPEGs decode through simplejpeg (the same libjpeg-turbo, the same pixels as Pillow);
+    what it declines (CMYK, a PNG under a .jpg name) still goes through Pillow."""
+    pixels = np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    path = tmp_path / "00001.jpg"
+    if kind == "png":
+        image.save(path, format="PNG")
+    else:
+        image = {"grey": image.convert("L"), "cmyk": image.convert("CMYK")}.get(kind, image)
+        image.save(path, format="JPEG", quality=90, subsampling=0 if kind == "rgb444" else 2,
+                   progressive=kind == "progressive")
+    with Image.open(path) as im:
+        want = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(decode._read_image(path), want)
+    if kind not in ("cmyk", "png"):  # the fast path: Pillow is not needed at all
+        monkeypatch.setattr(decode.Image, "open", lambda *a, **k: pytest.fail("Pillow used"))
+        np.testing.assert_array_equal(decode._read_image(path), want)
+
+
 @pytest.mark.parametrize("content", ["empty", "truncated", "random"])
 def test_bad_jpeg_raises_decode_error_naming_file(tmp_path, content):
     folder = tmp_path / "clip"

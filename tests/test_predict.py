@@ -17,6 +17,7 @@ from PIL import Image
 from gdn.cli import main
 from gdn.config import Config
 from gdn.data.decode import count_frames
+from gdn.data.transforms import normalize
 from gdn.engine.checkpoint import save_checkpoint
 from gdn.engine.predict import Predictor
 from gdn.models import create_model
@@ -83,7 +84,7 @@ def test_same_scores_as_the_eval_path(ckpt, tmp_path):
     clip = ds[0]["clip"]
     assert clip.shape == (2, 3, 4, 32, 32)  # 2 views, C, T=4, 32 x 32 from the checkpoint's config
     with torch.no_grad():
-        want = torch.softmax(p.model(clip), 1).mean(0)
+        want = torch.softmax(p.model(normalize(clip)), 1).mean(0)
     got = p.predict_item(ds, 0, topk=3)
     np.testing.assert_allclose(got.scores, want.numpy(), rtol=1e-5, atol=1e-7)
 

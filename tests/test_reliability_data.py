@@ -90,9 +90,9 @@ def make_ssv2(root: Path, n_frames=(9, 6, 12, 8)) -> Path:
 
 
 def grey(clip: torch.Tensor) -> list[int]:
-    """Per-frame grey level (channel 0, top-left pixel) of a normalised (C, T, H, W) clip, 0..255."""
-    v = clip[0, :, 0, 0] * 0.229 + 0.485
-    return torch.round(v * 255).long().tolist()
+    """Per-frame grey level (channel 0, top-left pixel) of a uint8 (C, T, H, W) clip."""
+    assert clip.dtype == torch.uint8
+    return clip[0, :, 0, 0].long().tolist()
 
 
 def which(clip: torch.Tensor, video: int) -> list[int]:

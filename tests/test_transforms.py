@@ -4,8 +4,9 @@ import torch
 
 from gdn.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform,
                                  center_crop_box, crop, flip_label_map, hflip, mirror_class_name,
-                                 multiscale_crop_box, multiscale_crop_boxes, normalize,
-                                 random_crop_box, resize, resize_short_side, short_side_size,
+                                 frames_last, model_input, multiscale_crop_box,
+                                 multiscale_crop_boxes, normalize, random_crop_box, resize,
+                                 resize_short_side, short_side_size, stack_frames_last,
                                  three_crop_boxes)
 
 
@@ -66,6 +67,24 @@ def test_normalize_values():
     assert torch.equal(normalize(views)[1], out)
 
 
+def test_normalize_any_layout_same_bits_and_model_input():
+    """The pipelines hand over uint8 frames-last clips; normalising them (on the device, in
+    model_input) gives exactly the bits of normalising the channel-first clip."""
+    clip = _clip(t=3, h=7, w=9)
+    fl = frames_last(clip)
+    assert torch.equal(fl, clip) and fl.movedim(0, -1).is_contiguous() and not clip.movedim(0, -1).is_contiguous()
+    want = normalize(clip)
+    assert torch.equal(normalize(fl), want) and normalize(fl).is_contiguous()
+    batch = stack_frames_last([fl, frames_last(_clip(t=3, h=7, w=9, seed=1))])
+    assert batch.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(batch, torch.stack([clip, _clip(t=3, h=7, w=9, seed=1)]))
+    got = model_input(batch, "cpu")
+    assert got.dtype == torch.float32 and torch.equal(got[0], want)
+    assert model_input(got, "cpu") is got  # float clips are taken as normalised
+    three = stack_frames_last([fl[None], fl[None]], torch.cat)
+    assert three.shape == (2, 3, 3, 7, 9) and torch.equal(three[1], clip)
+
+
 def test_train_transform_same_crop_for_every_frame_exact():
     """Scale 1 and size == short side: the output is an exact crop (no interpolation), so we can
     find it: one of the 13 TSN offsets, the same for all frames, sometimes flipped."""
@@ -75,10 +94,11 @@ def test_train_transform_same_crop_for_every_frame_exact():
     seen_flip = set()
     for seed in range(40):
         out, label = tf(clip, 5, np.random.default_rng(seed))
-        assert out.shape == (3, 4, 32, 32) and label == 5
+        assert out.shape == (3, 4, 32, 32) and label == 5 and out.dtype == torch.uint8
+        assert out.movedim(0, -1).is_contiguous()  # frames-last storage
         matches = [(left, f) for left in lefts for f in (False, True)
-                   if torch.equal(out, normalize(hflip(crop(clip, (0, left, 32, 32))) if f
-                                                 else crop(clip, (0, left, 32, 32))))]
+                   if torch.equal(out, hflip(crop(clip, (0, left, 32, 32))) if f
+                                  else crop(clip, (0, left, 32, 32)))]
         assert len(matches) == 1
         seen_flip.add(matches[0][1])
         out2, _ = tf(clip, 5, np.random.default_rng(seed))
@@ -129,11 +149,12 @@ def test_eval_transform_views():
     clip = _clip(h=32, w=48)
     one = EvalTransform(size=32, short_side=32)(clip)
     assert one.shape == (1, 3, 4, 32, 32)
-    assert torch.equal(one[0], normalize(crop(clip, (0, 8, 32, 32))))
+    assert torch.equal(one[0], crop(clip, (0, 8, 32, 32))) and one.dtype == torch.uint8
     three = EvalTransform(size=32, short_side=32, crops=3)(clip)
     assert three.shape == (3, 3, 4, 32, 32)
     for view, left in zip(three, (0, 8, 16)):
-        assert torch.equal(view, normalize(crop(clip, (0, left, 32, 32))))
+        assert torch.equal(view, crop(clip, (0, left, 32, 32)))
+    assert three.movedim(1, -1).is_contiguous()  # frames-last storage
     # 224 from a 240x427 frame: short side 256 then the centre 224
     big = EvalTransform()(torch.zeros(3, 2, 240, 427, dtype=torch.uint8))
     assert big.shape == (1, 3, 2, 224, 224)

@@ -31,7 +31,7 @@ from gdn.data.annotations import Annotations, Entry, read_annotations
 from gdn.data.decode import (DecodeError, FrameCountCache, _frame_names, _read_frames,
                              count_frames_cached, read_video_frames)
 from gdn.data.sampling import build_sampler
-from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map
+from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map, stack_frames_last
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +136,17 @@ class VideoDataset(Dataset):
         if self.train:
             clip, label = self.transform(clips[0], label, rng)  # (C, T, S, S)
         else:
-            views = torch.cat([self.transform(c) for c in clips])  # (clips*crops, C, T, S, S)
+            views = stack_frames_last([self.transform(c) for c in clips], torch.cat)  # (clips*crops, C, T, S, S)
             clip = views[0] if len(views) == 1 else views
         return {"clip": clip, "label": label, "index": index}
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """``key`` is an index or ``(index, epoch)``. Returns
 
-        - ``clip``: float32 normalised ``(C, T, H, W)``, or ``(V, C, T, H, W)`` for
-          ``V = clips * crops > 1`` evaluation views (clip-major: clip 0 crop 0, clip 0 crop 1...);
+        - ``clip``: uint8 pixels ``(C, T, H, W)``, or ``(V, C, T, H, W)`` for
+          ``V = clips * crops > 1`` evaluation views (clip-major: clip 0 crop 0, clip 0 crop 1...),
+          frames-last in memory; :func:`gdn.data.transforms.model_input` normalises a batch on
+          the device (the engine does);
         - ``label``: int, -1 when unknown (test splits), after label-aware flipping;
         - ``index``: the dataset index actually returned (differs from the key after a skip);
         - ``num_skipped``: bad files passed over to return this item (training only).

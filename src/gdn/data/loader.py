@@ -20,9 +20,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-__all__ = ["TrainSampler", "EvalSampler", "build_loader", "set_epoch", "dist_rank_world"]
+from gdn.data.transforms import stack_frames_last
+
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "set_epoch", "dist_rank_world"]
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -117,6 +119,16 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def collate(items: list[dict]) -> dict:
+    """``default_collate`` of the dataset's items, with the clips stacked frames-last (their
+    storage order: a plain copy, into shared memory in a worker) instead of re-laid out
+    channel-first; the batch is ``(B, C, T, H, W)`` in ``torch.channels_last_3d``."""
+    clips = [item["clip"] for item in items]
+    batch = default_collate([{k: v for k, v in item.items() if k != "clip"} for item in items])
+    batch["clip"] = stack_frames_last(clips, default_collate)
+    return batch
+
+
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 4,
                  seed: int = 0, distributed: bool = False, drop_last: bool | None = None,
                  prefetch_factor: int = 4) -> DataLoader:
@@ -136,7 +148,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
         drop_last=train if drop_last is None else drop_last,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None, collate_fn=collate,
     )
 
 

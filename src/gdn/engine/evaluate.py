@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from gdn.data.transforms import model_input
+
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics", "evaluate",
@@ -122,8 +124,9 @@ def autocast_context(device: torch.device, amp: str):
 
 def score_clips(model: nn.Module, clip: torch.Tensor, device: torch.device, amp: str = "none") -> torch.Tensor:
     """Softmax scores (B, K) of clips (B, C, T, H, W), or of multi-view clips (B, V, C, T, H, W)
-    with the softmax averaged over the V views. The model must already be in eval mode."""
-    clip = clip.to(device, non_blocking=True)
+    with the softmax averaged over the V views: uint8 pixels as the datasets give them
+    (normalised on ``device``) or normalised float clips. The model must be in eval mode."""
+    clip = model_input(clip, device)
     views = 1
     if clip.dim() == 6:  # (B, V, C, T, H, W) -> (B*V, C, T, H, W): every view is a clip
         views = clip.shape[1]

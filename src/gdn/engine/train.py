@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gdn.config import Config
+from gdn.data.transforms import model_input
 from gdn.engine import distributed as D
 from gdn.engine.checkpoint import (
     BEST,
@@ -437,7 +438,7 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
                        disable=not show_progress, dynamic_ncols=True, leave=False)
             step = first_step
             for batch in bar:
-                clip = batch["clip"].to(device, non_blocking=True)  # (B, C, T, H, W)
+                clip = model_input(batch["clip"], device)  # uint8 (B, C, T, H, W) -> normalised float
                 label = batch["label"].to(device, non_blocking=True)
                 # The optimizer steps every `accumulate` batches and at the end of the epoch.
                 last_micro = (step + 1) % t.accumulate == 0 or step + 1 == steps_per_epoch
