@@ -151,3 +151,14 @@ def test_fold_bn_refuses_an_unfoldable_batchnorm():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match="not folded"):
         fold_bn(model)
+
+
+@pytest.mark.parametrize("name", ["gdn_tiny", "tsm_tiny", "i3d_tiny", "gst_tiny"])
+def test_whole_model_traces_as_one_graph_for_compile(name):
+    """torch.compile sees each model as ONE graph: a graph break in the fast modules (as the
+    mkldnn availability query once caused) splits every block and hits dynamo's recompile
+    limit on a ResNet-50, leaving most of it uncompiled."""
+    model = create_model(name, num_classes=5).eval()
+    with torch.no_grad():
+        report = torch._dynamo.explain(model)(torch.randn(1, 3, 4, 32, 32))
+    assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons

@@ -30,12 +30,14 @@ SHIFT_IMPLS = ("reference", "fused")
 
 def _use_onednn(x: torch.Tensor) -> bool:
     """Call oneDNN directly: eager CPU fp32 only (exporters and inductor trace plain conv3d)."""
+    # is_compiling() first: dynamo cannot trace the mkldnn queries, and a graph break there
+    # split every compiled GDM in three graphs (and hit the recompile limit).
     return (
-        x.device.type == "cpu"
+        not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
-        and not torch.compiler.is_compiling()
     )
 
 
