@@ -1,6 +1,8 @@
 """`gdn bench-data`: training clips per second of ONE worker process (one core), for WebM and
-JPEG-folder sources, with the full training pipeline (TSN sampling, decode of the sampled frames,
-short side 256, multi-scale crop, resize to 224, flip, normalise).
+JPEG-folder sources, with the full training pipeline of a worker (TSN sampling, decode of the
+sampled frames, short side 256, multi-scale crop, resize to 224, flip) and the worker's share of
+the batching (stacking the uint8 clips). Normalisation is not a worker's job: the engine does it
+on the training device (`gdn.data.transforms.model_input`).
 
 Without ``--root`` it writes synthetic Something-Something data with ``gdn.data.synthetic.generate``:
 240p VP9 WebM as SSv2 ships it, JPEG folders at SSv1's real frame size (100 px high, 100x176:
@@ -23,6 +25,7 @@ import torch
 from gdn.commands.check_data import table
 from gdn.data.datasets import build_dataset
 from gdn.data.decode import count_frames_cached
+from gdn.data.loader import collate
 
 HELP = "training-pipeline throughput (clips/s per worker process) for WebM and JPEG sources"
 log = logging.getLogger(__name__)
@@ -67,7 +70,8 @@ def _synthetic(out: Path, videos: int) -> list[tuple[str, Path]]:
 
 
 def bench(name: str, root: Path, split: str, frames: int, size: int, samples: int) -> dict:
-    """Time ``samples`` training items in this process (one thread).
+    """Time ``samples`` training items in this process (one thread), collated in batches of 8
+    as a DataLoader worker does.
 
     Frame counts are taken before timing, as a training worker has them after its first epoch
     (or from ``build_dataset(cache_dir=...)``). Reports clips/s of wall time and of this
@@ -78,11 +82,12 @@ def bench(name: str, root: Path, split: str, frames: int, size: int, samples: in
         if not entry.frames:
             count_frames_cached(entry.path, ds.frame_counts)
     for i in range(min(2, len(ds))):  # warm up (imports, allocator)
-        ds[(i, 99)]
+        collate([ds[(i, 99)]])
     height, width = ds.read_clips(0, np.random.default_rng(0)).shape[-2:]  # of the source frames
+    batch = 8  # what a worker stacks per batch; its copy is part of the worker's cost
     wall, cpu = time.perf_counter(), time.process_time()
-    for k in range(samples):
-        ds[(k % len(ds), k // len(ds))]
+    for start in range(0, samples, batch):
+        collate([ds[(k % len(ds), k // len(ds))] for k in range(start, min(start + batch, samples))])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"dataset": name, "root": str(root), "videos": len(ds), "frames": frames, "size": size,
             "frame_size": f"{height}x{width}", "samples": samples, "wall_s": round(wall, 3),
