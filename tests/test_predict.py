@@ -141,3 +141,14 @@ def test_bad_checkpoint_exit_2(tmp_path, capsys):
     assert main(["predict", str(bad), str(video)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0]
+
+
+def test_compiled_predictor_gives_the_eager_scores(ckpt, tmp_path):
+    """--compile (inductor with frozen weights) changes the speed, not the scores."""
+    video = write_video(tmp_path / "clip.mp4")
+    eager, compiled = Predictor(ckpt, device="cpu", clips=2), Predictor(ckpt, device="cpu", clips=2, compile=True)
+    ds = eager.dataset([video])
+    want = eager.predict_item(ds, 0, topk=3)
+    got = compiled.predict_item(ds, 0, topk=3)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-4, atol=1e-6)
+    assert [i for i, _, _ in got.topk] == [i for i, _, _ in want.topk]

@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gdn.models import create_model, list_models
+from gdn.models.fast import compile_for_inference
 from gdn.models.fold import fold_bn as fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def _prepare(name: str, mode: str, cfg: BenchConfig, device: torch.device) -> _E
     eval_model = fold_batchnorm(model) if cfg.fold_bn else _eval_copy(model)
     train_model = model.train()
     if mode == "compiled":
-        eval_model = torch.compile(eval_model)
+        eval_model = compile_for_inference(eval_model)
         train_model = torch.compile(train_model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

@@ -28,6 +28,7 @@ from gdn.engine.checkpoint import CheckpointError, build_model_from_checkpoint, 
 from gdn.engine.distributed import cleanup, init_distributed, is_distributed, is_main
 from gdn.engine.evaluate import (EvalResult, ScoreFile, ScoreFileError, evaluate, json_safe,
                                  save_confusion_png, save_per_class, save_scores)
+from gdn.models.fast import compile_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = model.to(device)
         if args.compile:
-            model = torch.compile(model)
+            model = compile_for_inference(model.eval())
         loader = build_loader(ds, args.batch_size, train=False,
                               workers=d.workers if args.workers is None else args.workers,
                               distributed=is_distributed())

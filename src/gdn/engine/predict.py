@@ -26,6 +26,7 @@ from gdn.data.decode import DecodeError, count_frames, list_frame_files, read_fr
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
 from gdn.engine.evaluate import score_clips
+from gdn.models.fast import compile_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class Predictor:
         self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device).eval()
         if compile:
-            self.model = torch.compile(self.model)
+            self.model = compile_for_inference(self.model)
         self.clips, self.amp = clips, amp
 
     def dataset(self, paths: list[Path]) -> VideoDataset:
