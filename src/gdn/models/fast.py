@@ -109,9 +109,9 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8) -> torch
 def compile_for_inference(model: nn.Module) -> nn.Module:
     """`torch.compile` for evaluation and prediction: inductor with freezing, which treats the
     weights as constants (BatchNorm folded into the convs, oneDNN weight prepacking on CPU,
-    conv + ReLU / residual-add fusion). 1.5x faster than eager for TSN-R50 and GDN-R50 on
-    one 8x112 clip on CPU (docs/benchmarks.md). Freezing applies when the model runs in eval
-    mode under `torch.no_grad()`, as `gdn test` and `gdn predict` run it; the weights must not
-    change afterwards."""
+    conv + ReLU / residual-add fusion). On this project's CPU, one 8x112 clip: 1.36-1.39x
+    faster than eager for TSN-R50 and GDN-R50 with one thread, but 1.09x (TSN) and 0.97x
+    (GDN) with two (docs/benchmarks.md): measure before choosing it. Freezing applies when
+    the model runs in eval mode under `torch.no_grad()`, as `gdn test` and `gdn predict` run
+    it; the weights must not change afterwards."""
     return torch.compile(model, options={"freezing": True})
-
