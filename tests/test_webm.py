@@ -114,6 +114,15 @@ def test_fast_path_is_taken(video, monkeypatch):
     assert count_frames(video) == T
 
 
+def test_large_files_are_left_to_pyav(video, monkeypatch):
+    """The parser reads a whole file: past the size limit PyAV demuxes it, with the same frames."""
+    want = read_video_frames(video, [3, 1])
+    monkeypatch.setattr(decode, "_WEBM_MAX_BYTES", video.stat().st_size - 1)
+    monkeypatch.setattr(decode, "parse_webm", lambda data: pytest.fail("parsed a large file"))
+    np.testing.assert_array_equal(read_video_frames(video, [3, 1]), want)
+    assert count_frames(video) == T
+
+
 def _unknown_size(header: bytes) -> bytes:
     """An element header (4-byte ID, then the size) with the size made "unknown" (all ones),
     same length, so that the offsets in SeekHead and Cues stay right."""

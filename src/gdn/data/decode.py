@@ -65,6 +65,9 @@ _ONE_PACKET_PER_FRAME = {"vp8", "vp9", "av1", "libdav1d", "libvpx", "libvpx-vp9"
 
 # File suffixes worth trying `parse_webm` on (it declines anything else it is handed).
 _WEBM_SUFFIXES = {".webm", ".mkv"}
+# The parser reads the whole file into memory: fine for clips (SSv2's are ~100 KB), not for
+# hour-long recordings, which PyAV reads packet by packet.
+_WEBM_MAX_BYTES = 64 << 20
 
 # `00001.jpg` (SSv1), `img_00001.jpg` (TSM/TSN extraction), `frame_1.jpeg`, ...
 _FRAME_FILE = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)\.jpe?g$", re.IGNORECASE)
@@ -114,6 +117,8 @@ def _parse_webm_file(path: Path) -> WebmVideo | None:
     if path.suffix.lower() not in _WEBM_SUFFIXES:
         return None
     _check_file(path)
+    if path.stat().st_size > _WEBM_MAX_BYTES:
+        return None
     try:
         data = path.read_bytes()
     except OSError:
