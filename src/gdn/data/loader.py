@@ -103,10 +103,10 @@ def _worker_init(worker_id: int) -> None:
 def _keep_freed_memory() -> None:
     """Let a worker reuse freed clip buffers instead of returning them to the OS (glibc).
 
-    A training item allocates and frees several MB (decoded frames, the resized clip, the float
-    output: 9.6 MB at 16x224x224). glibc hands blocks this big to mmap and unmaps them on free,
-    so every item pays a page fault per 4 KiB it touches again (~10% of a 100x176 JPEG clip,
-    docs/benchmarks.md). Fixed thresholds keep them in the heap; a worker then holds at most its
+    A training item allocates and frees several MB (decoded frames, the resized and flipped
+    uint8 clip: 2.4 MB each at 16x224x224). glibc hands blocks this big to mmap and unmaps them
+    on free, so every item pays a page fault per 4 KiB it touches again (~10% of a 100x176 JPEG
+    clip when items were float32, docs/benchmarks.md). Fixed thresholds keep them in the heap; a worker then holds at most its
     peak item memory. Only DataLoader worker processes do this, never the user's process.
     """
     if not sys.platform.startswith("linux"):
