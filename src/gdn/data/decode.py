@@ -100,14 +100,18 @@ def _open(path: Path) -> av.container.InputContainer:
         ) from e
 
 
+def _one_thread(codec_context: av.CodecContext) -> None:
+    """One thread per decoder: readers run in parallel DataLoader workers, and frame
+    threading adds latency without helping one short clip."""
+    codec_context.thread_type = "SLICE"
+    codec_context.thread_count = 1
+
+
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
     if not container.streams.video:
         raise DecodeError(f"{path}: has no video stream; is it the right file?")
     stream = container.streams.video[0]
-    # One thread per decoder: readers run in parallel DataLoader workers, and
-    # frame threading adds latency without helping one short clip.
-    stream.thread_type = "SLICE"
-    stream.codec_context.thread_count = 1
+    _one_thread(stream.codec_context)
     return stream
 
 
@@ -128,11 +132,10 @@ def _parse_webm_file(path: Path) -> WebmVideo | None:
 
 def _decode_packets(video: WebmVideo) -> Iterator[av.VideoFrame]:
     """The frames of `video`'s packets from a bare decoder, set up as `_video_stream` sets
-    up PyAV's (one thread, slice threading). Gives the same frames as `container.decode`
-    (tests/test_webm.py compares them) without `av.open`'s probing."""
+    up PyAV's. Gives the same frames as `container.decode` (tests/test_webm.py compares
+    them) without `av.open`'s probing."""
     codec_context = av.CodecContext.create(video.codec, "r")
-    codec_context.thread_type = "SLICE"
-    codec_context.thread_count = 1
+    _one_thread(codec_context)
     for payload in video.packets:
         yield from codec_context.decode(av.Packet(payload))
     yield from codec_context.decode(None)  # flush: frames still held by the decoder
