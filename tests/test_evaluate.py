@@ -237,3 +237,22 @@ def test_gdn_test_bad_files_exit_2_naming_the_file(tiny_run, tmp_path, capsys):
     assert main(["test", str(garbage), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(garbage) in err[0]
+
+
+def test_gdn_test_compile_gives_the_eager_results(tiny_run, tmp_path, capsys):
+    """`gdn test --compile` (inductor with frozen weights) reports the eager metrics and scores."""
+    import json
+
+    from gdn.cli import main
+    from gdn.engine.evaluate import load_scores
+
+    ckpt, _, _ = tiny_run
+    runs = []
+    for flags in ([], ["--compile"]):
+        scores = tmp_path / f"scores{len(flags)}.npz"
+        assert main(["test", str(ckpt), "--json", "--device", "cpu", "--scores", str(scores),
+                     "--out", str(tmp_path), *flags]) == 0
+        runs.append((json.loads(capsys.readouterr().out), load_scores(scores).scores))
+    (eager, eager_scores), (compiled, compiled_scores) = runs
+    assert compiled == eager and eager["num_videos"] == 6
+    np.testing.assert_allclose(compiled_scores, eager_scores, rtol=1e-4, atol=1e-6)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gdn import create_model, list_models
-from gdn.models.fast import gdm_forward, temporal_shift
+from gdn.models.fast import compile_for_inference, gdm_forward, temporal_shift
 from gdn.models.fold import fold_bn
 from gdn.models.layers import GDM, TemporalShift
 
@@ -162,3 +162,24 @@ def test_whole_model_traces_as_one_graph_for_compile(name):
     with torch.no_grad():
         report = torch._dynamo.explain(model)(torch.randn(1, 3, 4, 32, 32))
     assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of PyTorch has it)")
+def test_compile_for_inference_freezes_the_weights():
+    """compile_for_inference runs its convolutions as frozen, prepacked oneDNN kernels with
+    BN folded in (`torch.compile(options={"freezing": True})` silently compiled without
+    freezing), gives the eager outputs, and leaves the global inductor flag as it was."""
+    model = create_model("gdn_tiny", num_classes=5).eval()
+    x = torch.randn(1, 3, 4, 32, 32)
+    compiled = compile_for_inference(model)
+    with torch.no_grad():
+        want = model(x)
+        got = compiled(x)
+        with torch.profiler.profile() as prof:
+            compiled(x)
+    ops = {e.key: e.count for e in prof.key_averages()}
+    n_conv = sum(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in model.modules())
+    assert ops.get("mkldnn::_convolution_pointwise", 0) + ops.get("mkldnn::_convolution_pointwise_", 0) == n_conv
+    assert "aten::native_batch_norm" not in ops
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert torch._inductor.config.freezing is False

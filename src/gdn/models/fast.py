@@ -109,9 +109,27 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8) -> torch
 def compile_for_inference(model: nn.Module) -> nn.Module:
     """`torch.compile` for evaluation and prediction: inductor with freezing, which treats the
     weights as constants (BatchNorm folded into the convs, oneDNN weight prepacking on CPU,
-    conv + ReLU / residual-add fusion). On this project's CPU, one 8x112 clip: 1.36-1.39x
-    faster than eager for TSN-R50 and GDN-R50 with one thread, but 1.09x (TSN) and 0.97x
-    (GDN) with two (docs/benchmarks.md): measure before choosing it. Freezing applies when
-    the model runs in eval mode under `torch.no_grad()`, as `gdn test` and `gdn predict` run
-    it; the weights must not change afterwards."""
-    return torch.compile(model, options={"freezing": True})
+    conv + ReLU / residual-add fusion). Freezing applies when the model runs in eval mode
+    under `torch.no_grad()` or `torch.inference_mode()`, as `gdn test` and `gdn predict` run
+    it; the weights must not change afterwards. Speed on this project's CPU:
+    docs/benchmarks.md."""
+    return FrozenInference(model)
+
+
+class FrozenInference(nn.Module):
+    """A compiled model whose calls run with inductor's `freezing` on.
+
+    `torch.compile(model, options={"freezing": True})` does not freeze: dynamo decides
+    whether parameters become constants from the global `torch._inductor.config.freezing`
+    while it traces, before the options reach inductor, so the graph still took the weights
+    as inputs and no convolution was prepacked. Patching the flag around each call (rather
+    than setting it globally) keeps it away from other compiled models, such as a training
+    model that is validated under `no_grad` and whose weights do change."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.compiled = torch.compile(model)
+
+    def forward(self, *args, **kwargs):
+        with torch._inductor.config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)
