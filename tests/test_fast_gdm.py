@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gdn import create_model, list_models
-from gdn.models.fast import compile_for_inference, gdm_forward, temporal_shift
+from gdn.models.fast import compile_for_inference, gdm_forward, temporal_shift, temporal_shift_channels_last
 from gdn.models.fold import fold_bn
 from gdn.models.layers import GDM, TemporalShift
 
@@ -110,15 +110,29 @@ def test_fused_shift_equals_reference(frames, channels, fold_div, channels_last)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     outs = []
-    for fn in (lambda v: ref_mod.forward_reference(v, frames), lambda v: temporal_shift(v, frames, fold_div)):
+    for fn in (lambda v: ref_mod.forward_reference(v, frames), lambda v: temporal_shift(v, frames, fold_div),
+               lambda v: temporal_shift_channels_last(v, frames, fold_div)):
         xi = x.clone().requires_grad_(True)
         y = fn(xi)
         (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
         outs.append((y.detach(), xi.grad))
-    assert torch.equal(outs[0][0], outs[1][0])  # a shift is a copy: exactly equal
-    assert torch.equal(outs[0][1], outs[1][1])
+    for y, grad in outs[1:]:
+        assert torch.equal(y, outs[0][0])  # a shift is a copy: exactly equal
+        assert torch.equal(grad, outs[0][1])
     if channels_last:
         assert outs[1][0].is_contiguous(memory_format=torch.channels_last)
+    assert outs[2][0].is_contiguous(memory_format=torch.channels_last)  # whatever the input
+
+
+def test_compiled_shift_is_the_channels_last_form_and_exact():
+    """Under torch.compile `temporal_shift` traces the concatenation form (its output is
+    channels-last even for an NCHW input, unlike the eager form) and gives the eager bits."""
+    torch.manual_seed(0)
+    x = torch.randn(2 * 4, 16, 3, 5)
+    compiled = torch.compile(temporal_shift, fullgraph=True)
+    y = compiled(x, 4, 8)
+    assert torch.equal(y, temporal_shift(x, 4, 8))
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
 
 
 def test_shift_moves_the_right_channels():
