@@ -47,14 +47,19 @@ def test_cli_json_smoke(capsys, monkeypatch):
     assert gdn_row["params_m"] < tsn["params_m"]  # GDM has 33/8 of the 9 weights per in/out pair
 
 
-def test_table_and_options(capsys):
+def test_table_and_options(capsys, tmp_path):
+    saved = tmp_path / "gpu" / "bench.json"
     argv = ["bench", "--models", "tsn_tiny,i3d_tiny", "--frames", "2", "--size", "32", "--batch", "1",
-            "--repeats", "1", "--no-train", "--baseline", "i3d_tiny"]
+            "--repeats", "1", "--no-train", "--baseline", "i3d_tiny", "--save", str(saved)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith(("tsn_tiny", "i3d_tiny"))]
     assert len(lines) == 2 and "(1.00)" in lines[1]
     assert "ratios to i3d_tiny" in out
+    rows = json.loads(saved.read_text())  # --save keeps the table on the terminal
+    assert [(r["model"], r["baseline"], r["train_clips_s"]) for r in rows] == \
+        [("tsn_tiny", "i3d_tiny", None), ("i3d_tiny", "i3d_tiny", None)]
+    assert f"{rows[0]['infer_clips_s']:.2f} ({rows[0]['infer_ratio']:.2f})" in lines[0]
 
 
 def test_rows_per_mode_and_unknown_model():
@@ -64,3 +69,22 @@ def test_rows_per_mode_and_unknown_model():
         BenchConfig(models=["nope_r50"])
     with pytest.raises(ValueError, match="baseline 'gdn_tiny' is not among"):
         BenchConfig(models=["tsn_tiny"], baseline="gdn_tiny")
+
+
+def test_compiled_rows_are_compiled_whatever_dynamos_limit():
+    """Every model shares `VideoResNet.forward`, so dynamo's per-code graph limit (default 8)
+    was reached by 3 models x (train, inference, latency) and the rest ran eagerly in
+    "compiled" rows. With the limit at 1, two models still compile all their graphs."""
+    import torch._dynamo.utils
+
+    torch._dynamo.reset()
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    cfg = BenchConfig(models=["tsn_tiny", "gdn_tiny"], frames=2, size=32, batch=2, repeats=1,
+                      compile=True, train=False)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        rows = run_bench(cfg)
+        assert torch._dynamo.config.recompile_limit == 1  # run_bench's own limit is undone
+    assert [(r.model, r.mode) for r in rows] == [
+        ("tsn_tiny", "eager"), ("tsn_tiny", "compiled"), ("gdn_tiny", "eager"), ("gdn_tiny", "compiled")]
+    # per model: inference at batch 2 and one-clip latency, each its own (static) graph
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 4

@@ -197,3 +197,16 @@ def test_compile_for_inference_freezes_the_weights():
     assert "aten::native_batch_norm" not in ops
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert torch._inductor.config.freezing is False
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of PyTorch has it)")
+def test_compile_for_inference_takes_each_new_batch_size():
+    """An evaluation's last batch is smaller. A third batch size made dynamo compile a
+    dynamic-batch graph, and frozen oneDNN 3D convs on a 1x1 feature map (gdn_tiny's last
+    stage at 32 px) then failed inductor's stride check; each size now gets its own graph."""
+    model = create_model("gdn_tiny", num_classes=5).eval()
+    compiled = compile_for_inference(model)
+    with torch.no_grad():
+        for batch in (2, 1, 3):
+            x = torch.randn(batch, 3, 4, 32, 32)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -29,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: PyTorch's)")
     p.add_argument("--baseline", default=None, help="model the ratios refer to (default: the first tsn_*)")
     p.add_argument("--json", action="store_true", help="print a JSON list of result objects")
+    p.add_argument("--save", type=Path, default=None, metavar="FILE",
+                   help="also write the JSON list to FILE (the table still goes to the terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,5 +47,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"gdn bench: {e}") from None
     rows = run_bench(cfg)
-    print(json.dumps(results_as_dicts(rows), indent=1) if args.json else format_table(rows))
+    record = json.dumps(results_as_dicts(rows), indent=1)
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(record + "\n")
+    print(record if args.json else format_table(rows))
     return 0

@@ -146,11 +146,16 @@ class FrozenInference(nn.Module):
     while it traces, before the options reach inductor, so the graph still took the weights
     as inputs and no convolution was prepacked. Patching the flag around each call (rather
     than setting it globally) keeps it away from other compiled models, such as a training
-    model that is validated under `no_grad` and whose weights do change."""
+    model that is validated under `no_grad` and whose weights do change.
+
+    Shapes are static (`dynamic=False`): each batch size gets its own graph (an evaluation
+    has two, the full and the last batch). With dynamo's default, a third size compiled a
+    dynamic-batch graph in which frozen oneDNN 3D convs on a 1x1 feature map failed
+    inductor's stride check (PyTorch 2.13)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.compiled = torch.compile(model)
+        self.compiled = torch.compile(model, dynamic=False)
 
     def forward(self, *args, **kwargs):
         with torch._inductor.config.patch(freezing=True):
