@@ -39,9 +39,15 @@ bench() {  # bench NAME ARGS...: one `gdn bench` run, its JSON saved as NAME.jso
 }
 
 case $part in
-    train | all) bench train_8x224_b32 --frames 8 --size 224 --batch 32 ;;&
-    infer | all) bench infer_8x224_b64_foldbn --frames 8 --size 224 --batch 64 --no-train --fold-bn ;;&
-    16 | all) bench train_16x224_b16 --frames 16 --size 224 --batch 16 ;;
-    train | infer) ;;
+    train | infer | 16 | all) ;;
     *) echo "unknown part '$part': use train, infer, 16 or all" >&2; exit 2 ;;
 esac
+if [[ $part == train || $part == all ]]; then
+    bench train_8x224_b32 --frames 8 --size 224 --batch 32
+fi
+if [[ $part == infer || $part == all ]]; then
+    bench infer_8x224_b64_foldbn --frames 8 --size 224 --batch 64 --no-train --fold-bn
+fi
+if [[ $part == 16 || $part == all ]]; then
+    bench train_16x224_b16 --frames 16 --size 224 --batch 16
+fi
