@@ -184,6 +184,28 @@ def test_synthetic_dataset_loads_same_batches_with_workers(synth, fmt):
     assert test[0]["label"] == -1 and test[0]["clip"].shape == (3, 4, 16, 16)
 
 
+@pytest.mark.parametrize("fmt", ["ssv1", "ssv2"])
+def test_items_from_unstacked_frames_equal_the_stacked_clip_transformed(synth, fmt):
+    """Items are built from the decoded frames without stacking them (only the crop is
+    copied): the same pixels as transforming the stacked clip of `read_clips`."""
+    root = synth[fmt].root
+    for train, split in ((True, "train"), (False, "val")):
+        ds = build_dataset(fmt, root, split, frames=4, size=16, train=train,
+                           clips=1 if train else 2, crops=1 if train else 3)
+        for index in range(len(ds)):
+            rng = np.random.default_rng([ds.seed, 5, index])
+            clips = ds.read_clips(index, rng)  # (clips, C, T, H, W); draws the sampler's numbers
+            frames = ds.read_frames(index, np.random.default_rng([ds.seed, 5, index]))
+            assert torch.equal(torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3), clips)
+            item = ds[(index, 5)]
+            if train:
+                want, label = ds.transform(clips[0], ds.labels[index], rng)
+                assert item["label"] == label
+            else:
+                want = torch.cat([ds.transform(c) for c in clips])
+            assert torch.equal(item["clip"], want)
+
+
 def test_corrupt_webm_skipped_in_training_raises_in_eval(synth, tmp_path):
     import shutil
 

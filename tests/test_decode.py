@@ -21,6 +21,7 @@ from gdn.data.decode import (
     count_frames_cached,
     list_frame_files,
     read_frame_folder,
+    read_video_frame_list,
     read_video_frames,
 )
 
@@ -68,6 +69,22 @@ def test_video_frames_equal_encoded_for_any_indices(lossless_video):
         out = read_video_frames(path, indices)
         assert out.dtype == np.uint8 and out.shape == (len(indices), H, W, 3)
         np.testing.assert_array_equal(out, frames[indices])
+
+
+def test_frame_list_is_the_stack_without_copies(lossless_video):
+    """`read_video_frame_list`: the frames `read_video_frames` stacks, as separate arrays over
+    the converted frames (one per distinct index), which stay valid after later decoding."""
+    path, frames = lossless_video
+    indices = [7, 0, 7, 11, 3]
+    got = read_video_frame_list(path, indices)
+    assert [f.shape for f in got] == [(H, W, 3)] * 5 and all(f.dtype == np.uint8 for f in got)
+    np.testing.assert_array_equal(np.stack(got), frames[indices])
+    assert got[0] is got[2]  # a repeated index is converted once
+    distinct = [got[0], got[1], got[3], got[4]]
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1:])
+    read_video_frames(path, range(T))  # more decoding and conversion after ours
+    np.testing.assert_array_equal(np.stack(got), frames[indices])
+    assert read_video_frame_list(path, []) == []
 
 
 def test_count_frames_exact(lossless_video):

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from gdn.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform,
-                                 center_crop_box, crop, flip_label_map, hflip, mirror_class_name,
+                                 center_crop_box, clip_size, crop, flip_label_map, hflip,
+                                 mirror_class_name,
                                  frames_last, model_input, multiscale_crop_box,
                                  multiscale_crop_boxes, normalize, random_crop_box, resize,
                                  resize_short_side, short_side_size, stack_frames_last,
@@ -158,3 +159,36 @@ def test_eval_transform_views():
     # 224 from a 240x427 frame: short side 256 then the centre 224
     big = EvalTransform()(torch.zeros(3, 2, 240, 427, dtype=torch.uint8))
     assert big.shape == (1, 3, 2, 224, 224)
+
+
+def _frame_list(clip):
+    """The frames of a uint8 (C, T, H, W) clip as (H, W, C) arrays the way the decoder hands
+    them over: views with padded rows (swscale aligns its rows), not stacked."""
+    c, t, h, w = clip.shape
+    padded = np.zeros((t, h, w + 5, c), np.uint8)
+    padded[:, :, :w] = clip.permute(1, 2, 3, 0).numpy()
+    return [padded[i, :, :w] for i in range(t)]
+
+
+def test_frame_list_clips_give_the_tensor_clips_results():
+    """Every transform takes a clip as its list of decoded frames too (only the crop is then
+    copied): the outputs are equal to those of the stacked (C, T, H, W) clip."""
+    clip = _clip(t=5, h=30, w=52)
+    frames = _frame_list(clip)
+    assert clip_size(frames) == clip_size(clip) == (30, 52)
+    box = (3, 7, 20, 31)
+    cropped = crop(frames, box)
+    assert torch.equal(cropped, crop(clip, box)) and frames_last(cropped).data_ptr() == cropped.data_ptr()
+    with pytest.raises(ValueError, match="outside"):
+        crop(frames, (20, 0, 20, 20))
+    fmap = [1, 0]
+    for flip in ("label", "naive", "none"):
+        tf = TrainTransform(size=24, flip=flip, flip_map=fmap)
+        for seed in range(12):  # scales, offsets and both flip outcomes
+            want = tf(clip, 0, np.random.default_rng(seed))
+            got = tf(frames, 0, np.random.default_rng(seed))
+            assert got[1] == want[1] and torch.equal(got[0], want[0])
+            assert got[0].movedim(0, -1).is_contiguous()  # frames-last, as the loader stacks it
+    for crops in (1, 3):
+        tf = EvalTransform(size=24, crops=crops)
+        assert torch.equal(tf(frames), tf(clip))

@@ -25,7 +25,7 @@ import torch
 from gdn.commands.check_data import table
 from gdn.data.datasets import build_dataset
 from gdn.data.decode import count_frames_cached
-from gdn.data.loader import collate
+from gdn.data.loader import collate, init_worker
 
 HELP = "training-pipeline throughput (clips/s per worker process) for WebM and JPEG sources"
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def bench(name: str, root: Path, split: str, frames: int, size: int, samples: in
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(1)  # one worker process = one core
+    init_worker()  # one thread, and the worker's memory set-up: this process times one worker
     frame_counts = [int(v) for v in args.frames.split(",") if v]
     with tempfile.TemporaryDirectory(prefix="gdn-bench-data-") as tmp:
         if args.root is not None:

@@ -28,8 +28,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from gdn.data.annotations import Annotations, Entry, read_annotations
-from gdn.data.decode import (DecodeError, FrameCountCache, _frame_names, _read_frames,
-                             count_frames_cached, read_video_frames)
+from gdn.data.decode import (DecodeError, FrameCountCache, _frame_names, _read_frame_list,
+                             count_frames_cached, read_video_frame_list)
 from gdn.data.sampling import build_sampler
 from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map, stack_frames_last
 
@@ -109,8 +109,11 @@ class VideoDataset(Dataset):
     def num_views(self) -> int:
         return self.clips * self.crops
 
-    def read_clips(self, index: int, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """The sampled frames of video ``index`` as uint8 ``(clips, C, T, H, W)``, untransformed.
+    def read_frames(self, index: int, rng: np.random.Generator | None = None
+                    ) -> list[list[np.ndarray]]:
+        """The sampled frames of video ``index``, untransformed and not stacked: ``clips`` lists
+        of ``T`` uint8 ``(H, W, 3)`` arrays (views of the decoded frames; the transforms' crop
+        copies only the pixels it keeps).
 
         Only the sampled frames are decoded. Raises DecodeError for unreadable files.
         """
@@ -119,19 +122,23 @@ class VideoDataset(Dataset):
         if entry.frames or path.is_dir():
             names = _frame_names(path)  # a listing per clip: cheap, and never stale
             idx = self.sampler(len(names), rng)  # (clips, T)
-            frames = _read_frames(path, idx.ravel().tolist(), len(names),
-                                  lambda i: os.path.join(path, names[i]))
+            frames = _read_frame_list(path, idx.ravel().tolist(), len(names),
+                                      lambda i: os.path.join(path, names[i]))
         else:
             n = count_frames_cached(path, self.frame_counts)
             idx = self.sampler(n, rng)
-            frames = read_video_frames(path, idx.ravel())
-        x = torch.from_numpy(frames)  # (clips*T, H, W, 3)
-        x = x.view(idx.shape[0], idx.shape[1], *x.shape[1:])  # (clips, T, H, W, 3)
+            frames = read_video_frame_list(path, idx.ravel())
+        t = idx.shape[1]
+        return [frames[k : k + t] for k in range(0, len(frames), t)]
+
+    def read_clips(self, index: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """:meth:`read_frames` stacked: uint8 ``(clips, C, T, H, W)``, frames-last in memory."""
+        x = torch.from_numpy(np.stack(self.read_frames(index, rng)))  # (clips, T, H, W, 3)
         return x.permute(0, 4, 1, 2, 3)  # (clips, C, T, H, W)
 
     def _item(self, index: int, epoch: int) -> dict:
         rng = np.random.default_rng([self.seed, epoch, index])
-        clips = self.read_clips(index, rng)
+        clips = self.read_frames(index, rng)
         label = self.labels[index]
         if self.train:
             clip, label = self.transform(clips[0], label, rng)  # (C, T, S, S)

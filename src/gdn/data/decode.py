@@ -50,6 +50,7 @@ __all__ = [
     "frame_number_gaps",
     "list_frame_files",
     "read_frame_folder",
+    "read_video_frame_list",
     "read_video_frames",
     "TORCHCODEC_AVAILABLE",
 ]
@@ -209,30 +210,49 @@ def read_video_frames(
     wanted = _check_indices(indices, path)
     if backend == "torchcodec":
         return _read_video_frames_torchcodec(path, wanted)
+    frames, (height, width) = _read_video_pyav(path, wanted, backend)
+    return np.stack(frames) if frames else np.empty((0, height, width, 3), dtype=np.uint8)
+
+
+def read_video_frame_list(
+    path: str | Path, indices: Sequence[int], *, backend: str = "pyav"
+) -> list[np.ndarray]:
+    """`read_video_frames` without the stacking: one uint8 `(H, W, 3)` RGB array per index.
+
+    The arrays are views of the decoder's converted frames (a repeated index gives the same
+    array), so nothing is copied here: a caller that keeps only part of each frame, such as
+    a training crop, copies only those pixels (`gdn.data.transforms.crop`). Same frames and
+    errors as `read_video_frames`.
+    """
+    path = Path(path)
+    wanted = _check_indices(indices, path)
+    if backend == "torchcodec":
+        return list(_read_video_frames_torchcodec(path, wanted))
+    return _read_video_pyav(path, wanted, backend)[0]
+
+
+def _read_video_pyav(path: Path, wanted: list[int], backend: str
+                     ) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """(`read_video_frame_list` of PyAV's decoder, (height, width) of the video)."""
     if backend != "pyav":
         raise ValueError(f"unknown decoding backend {backend!r}; use 'pyav' or 'torchcodec'")
-
     video = _parse_webm_file(path)
     if video is not None:
-        if not wanted:
-            return np.empty((0, video.height, video.width, 3), dtype=np.uint8)
-        return _collect_frames(_decode_packets(video), wanted, path)
+        size = video.height, video.width
+        return (_collect_frames(_decode_packets(video), wanted, path) if wanted else []), size
     with _open(path) as container:
         stream = _video_stream(container, path)
-        if not wanted:
-            cc = stream.codec_context
-            return np.empty((0, cc.height, cc.width, 3), dtype=np.uint8)
-        return _collect_frames(container.decode(stream), wanted, path)
+        size = stream.codec_context.height, stream.codec_context.width
+        return (_collect_frames(container.decode(stream), wanted, path) if wanted else []), size
 
 
-def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Path) -> np.ndarray:
-    """Frames `wanted` (not empty) of the decoded `frames` of `path`, as `read_video_frames`
-    returns them; stops decoding after the largest index."""
-    positions: dict[int, list[int]] = {}  # frame index -> its positions in the output
-    for k, i in enumerate(wanted):
-        positions.setdefault(i, []).append(k)
-    last = max(wanted)
-    out: np.ndarray | None = None  # (len(wanted), H, W, 3), allocated at the first needed frame
+def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Path
+                    ) -> list[np.ndarray]:
+    """Frames `wanted` (not empty) of the decoded `frames` of `path`, as
+    `read_video_frame_list` returns them; stops decoding after the largest index."""
+    needed, last = set(wanted), max(wanted)
+    converted: dict[int, np.ndarray] = {}  # frame index -> its RGB pixels
+    size: tuple[int, int] | None = None  # (width, height) of the first needed frame
     decoded = 0
     # One converter per clip: a fresh one per frame (what `frame.to_ndarray(format=...)`
     # does) re-initialises swscale each time, ~25% of the read time for 16 frames.
@@ -240,16 +260,14 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
     try:
         for index, frame in enumerate(frames):
             decoded = index + 1
-            if index in positions:
-                if out is None:
-                    out = np.empty((len(wanted), frame.height, frame.width, 3), np.uint8)
+            if index in needed:
+                if size is None:
+                    size = frame.width, frame.height
                 # VP9 may change resolution mid-stream: keep one size per clip. One swscale
                 # thread: its default (one per CPU) costs ~1.6x the CPU time for the same
                 # pixels in a worker process, and the workers already use every core.
-                rgb = reformatter.reformat(frame, format="rgb24", width=out.shape[2],
-                                           height=out.shape[1], threads=1).to_ndarray()
-                for k in positions[index]:
-                    out[k] = rgb
+                converted[index] = _rgb_pixels(reformatter.reformat(
+                    frame, format="rgb24", width=size[0], height=size[1], threads=1))
             if index >= last:
                 break
     except av.FFmpegError as e:
@@ -262,7 +280,16 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
             f"{path}: asked for frame index {last} but the video has only {decoded} decodable "
             "frames; if the frame count came from a cache, delete the cache file and rerun"
         )
-    return out
+    return [converted[i] for i in wanted]
+
+
+def _rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
+    """An rgb24 frame's pixels as a `(H, W, 3)` array over the frame's own buffer, which the
+    array keeps alive. `frame.to_ndarray()` would copy them (row by row, as swscale pads its
+    rows), and the readers' callers copy what they keep anyway."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+    return rows[:, : 3 * frame.width].reshape(frame.height, frame.width, 3)
 
 
 def _read_video_frames_torchcodec(path: Path, wanted: list[int]) -> np.ndarray:
@@ -423,6 +450,14 @@ def read_frame_folder(
 def _read_frames(folder: Path, wanted: list[int], count: int,
                  path_of: Callable[[int], str | Path]) -> np.ndarray:
     """`read_frame_folder` of a folder with `count` frames, frame `i` in file `path_of(i)`."""
+    frames = _read_frame_list(folder, wanted, count, path_of)
+    return np.stack(frames) if frames else np.empty((0, 0, 0, 3), dtype=np.uint8)
+
+
+def _read_frame_list(folder: Path, wanted: list[int], count: int,
+                     path_of: Callable[[int], str | Path]) -> list[np.ndarray]:
+    """`_read_frames` without the stacking: one `(H, W, 3)` array per index (a repeated index
+    gives the same array), as `read_video_frame_list`."""
     if wanted and max(wanted) >= count:
         raise DecodeError(
             f"{folder}: asked for frame index {max(wanted)} but the folder has {count} "
@@ -434,9 +469,7 @@ def _read_frames(folder: Path, wanted: list[int], count: int,
         raise DecodeError(
             f"{folder}: frames have different sizes {sorted(shapes)}; re-extract the frames"
         )
-    if not wanted:
-        return np.empty((0, 0, 0, 3), dtype=np.uint8)
-    return np.stack([frames[i] for i in wanted])
+    return [frames[i] for i in wanted]
 
 
 # ----------------------------------------------------------------------------- frame count cache

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from gdn.data.transforms import stack_frames_last
 
-__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "set_epoch", "dist_rank_world"]
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "init_worker", "set_epoch",
+           "dist_rank_world"]
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -94,7 +95,9 @@ class EvalSampler(Sampler):
         return len(range(self.rank, self.size, self.world_size))
 
 
-def _worker_init(worker_id: int) -> None:
+def init_worker(worker_id: int = 0) -> None:
+    """The set-up of a DataLoader worker process (its ``worker_init_fn``); `gdn bench-data`
+    runs it too, so that it times what a worker does."""
     # Workers decode and resize a few frames each: intra-op threads would only oversubscribe.
     torch.set_num_threads(1)
     _keep_freed_memory()
@@ -107,7 +110,8 @@ def _keep_freed_memory() -> None:
     uint8 clip: 2.4 MB each at 16x224x224). glibc hands blocks this big to mmap and unmaps them
     on free, so every item pays a page fault per 4 KiB it touches again (~10% of a 100x176 JPEG
     clip when items were float32, docs/benchmarks.md). Fixed thresholds keep them in the heap; a worker then holds at most its
-    peak item memory. Only DataLoader worker processes do this, never the user's process.
+    peak item memory. Only DataLoader worker processes (and `gdn bench-data`, which times one)
+    do this, never the user's process.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -148,7 +152,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
         drop_last=train if drop_last is None else drop_last,
-        worker_init_fn=_worker_init if workers > 0 else None, collate_fn=collate,
+        worker_init_fn=init_worker if workers > 0 else None, collate_fn=collate,
     )
 
 

@@ -12,6 +12,10 @@ frames are decoded and interpolated): re-laying 16 uint8 frames out channel-firs
 Batches keep that layout (PyTorch's ``channels_last_3d``); :func:`normalize` writes the usual
 contiguous float32.
 
+A clip may also arrive as the list of its decoded frames, ``(H, W, C)`` arrays not yet stacked
+(:func:`gdn.data.decode.read_video_frame_list`): :func:`crop` then stacks only the kept pixels,
+so a clip's full frames are never copied (~5% of a 16-frame WebM clip's training read, 240p).
+
 Crop boxes are ``(top, left, height, width)`` tuples in pixels. The training recipe (paper 3.2,
 TSN) is "resize the short side to 256, multi-scale crop, resize the crop to 224, flip"; we compute
 the crop box in the coordinates of the resized frame and then cut the matching box out of the
@@ -33,7 +37,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "TSN_SCALES",
-    "resize", "resize_short_side", "short_side_size", "crop", "resized_crop", "hflip", "normalize",
+    "Clip", "clip_size", "resize", "resize_short_side", "short_side_size", "crop", "resized_crop",
+    "hflip", "normalize",
     "model_input", "frames_last", "stack_frames_last",
     "center_crop_box", "random_crop_box", "three_crop_boxes", "multiscale_crop_boxes",
     "multiscale_crop_box", "mirror_class_name", "flip_label_map",
@@ -45,6 +50,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 Box = tuple[int, int, int, int]  # (top, left, height, width)
+# A uint8 (C, T, H, W) tensor, or its T frames as (H, W, C) arrays not yet stacked.
+Clip = torch.Tensor | Sequence[np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,15 +87,26 @@ def resize_short_side(clip: torch.Tensor, short_side: int) -> torch.Tensor:
     return resize(clip, short_side_size(clip.shape[-2], clip.shape[-1], short_side))
 
 
-def crop(clip: torch.Tensor, box: Box) -> torch.Tensor:
-    """The same ``(top, left, height, width)`` box of every frame (a view, no copy)."""
+def clip_size(clip: Clip) -> tuple[int, int]:
+    """``(H, W)`` of a clip's frames."""
+    return tuple(clip.shape[-2:]) if isinstance(clip, torch.Tensor) else clip[0].shape[:2]
+
+
+def crop(clip: Clip, box: Box) -> torch.Tensor:
+    """The same ``(top, left, height, width)`` box of every frame: a view of a tensor clip; for
+    a list of frames the box's pixels stacked into a new frames-last ``(C, T, h, w)`` tensor
+    (the only copy they get before the resize reads them)."""
     top, left, h, w = box
-    if top < 0 or left < 0 or top + h > clip.shape[-2] or left + w > clip.shape[-1]:
-        raise ValueError(f"crop box {box} outside a {clip.shape[-2]}x{clip.shape[-1]} frame")
-    return clip[..., top : top + h, left : left + w]
+    height, width = clip_size(clip)
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(f"crop box {box} outside a {height}x{width} frame")
+    if isinstance(clip, torch.Tensor):
+        return clip[..., top : top + h, left : left + w]
+    frames = np.stack([f[top : top + h, left : left + w] for f in clip])  # (T, h, w, C)
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)
 
 
-def resized_crop(clip: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
+def resized_crop(clip: Clip, box: Box, size: tuple[int, int]) -> torch.Tensor:
     """:func:`crop` then :func:`resize` to ``size``: only the kept pixels are interpolated."""
     return resize(crop(clip, box), size)
 
@@ -275,11 +293,11 @@ class TrainTransform(torch.nn.Module):
         self.flip, self.flip_map = flip, list(flip_map) if flip_map is not None else None
         self.scales, self.max_distort = tuple(scales), max_distort
 
-    def forward(self, clip: torch.Tensor, label: int, rng: np.random.Generator
+    def forward(self, clip: Clip, label: int, rng: np.random.Generator
                 ) -> tuple[torch.Tensor, int]:
-        """uint8 ``(C, T, H, W)`` -> (uint8 frames-last ``(C, T, size, size)``, label after
-        flipping)."""
-        height, width = clip.shape[-2:]
+        """uint8 ``(C, T, H, W)`` (or its frames) -> (uint8 frames-last ``(C, T, size, size)``,
+        label after flipping)."""
+        height, width = clip_size(clip)
         rh, rw = short_side_size(height, width, self.short_side)
         box = multiscale_crop_box(rh, rw, self.size, rng, self.scales, self.max_distort)
         box = _to_source(box, height / rh, width / rw, height, width)
@@ -303,8 +321,10 @@ class EvalTransform(torch.nn.Module):
         self.size, self.crops = size, crops
         self.short_side = short_side or round(size * 256 / 224)
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        height, width = clip.shape[-2:]
+    def forward(self, clip: Clip) -> torch.Tensor:
+        """uint8 ``(C, T, H, W)`` (or its frames) -> uint8 frames-last
+        ``(crops, C, T, size, size)``."""
+        height, width = clip_size(clip)
         rh, rw = short_side_size(height, width, self.short_side)
         boxes = ([center_crop_box(rh, rw, self.size)] if self.crops == 1
                  else three_crop_boxes(rh, rw, self.size))
