@@ -21,7 +21,28 @@ def test_bench_data_on_a_given_root(tmp_path, capsys, fmt, source):
     for r in rows:
         assert r["frame_size"] == "32x48" and r["size"] == 16
         assert r["target_per_core"] == {"webm": 35.0, "jpeg": 100.0}[source]
-        assert r["cpu_s"] > 0 and r["clips_per_s_cpu"] > 0
+        assert r["cpu_s"] > 0 and r["rounds"] == 4
+        assert r["clips_per_s_cpu_best"] >= r["clips_per_s_cpu"] > 0
+
+
+def test_bench_data_rounds_take_every_configuration_in_turn(tmp_path, monkeypatch):
+    """The samples of a row are split into rounds that cover them exactly once, and each round
+    times every configuration in turn (so load from elsewhere falls on all rows alike)."""
+    from gdn.commands import bench_data
+
+    root = tmp_path / "ssv1"
+    generate(root, format="ssv1", classes=2, train_per_class=1, val_per_class=1,
+             test_per_class=1, height=32, width=48, min_frames=6, max_frames=8, seed=0)
+    calls = []
+    monkeypatch.setattr(bench_data, "time_items",
+                        lambda ds, keys: calls.append((ds.frames, keys)) or (1.0, 1.0 + len(calls)))
+    rows = bench_data.bench([("ssv1", root, 2), ("ssv1", root, 3)], "train", 16, samples=10,
+                            rounds=3)
+    assert calls == [(2, range(0, 3)), (3, range(0, 3)), (2, range(3, 6)), (3, range(3, 6)),
+                     (2, range(6, 10)), (3, range(6, 10))]
+    # CPU seconds 2..7 per call: rounds of the first row take 2, 4, 6 s for 3, 3, 4 clips
+    assert rows[0]["cpu_s"] == 12 and rows[0]["clips_per_s_cpu"] == 0.8  # median of 1.5, .75, .67
+    assert rows[0]["clips_per_s_cpu_best"] == 1.5 and rows[1]["rounds"] == 3
 
 
 def test_bench_data_needs_the_layout_of_a_root(tmp_path):
