@@ -41,9 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the synthetic dataset here and reuse it (default: a temporary folder)")
     p.add_argument("--frames", default="8,16", help="comma-separated frame counts")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--samples", type=int, default=96, help="clips timed per configuration")
+    p.add_argument("--samples", type=int, default=192, help="clips timed per configuration")
     p.add_argument("--rounds", type=int, default=4,
-                   help="rounds the samples are split into, every configuration timed in turn")
+                   help="rounds the samples are split into, every configuration timed in turn "
+                        "(the defaults make a round one epoch of the 48 synthetic videos)")
     p.add_argument("--videos", type=int, default=48, help="synthetic training videos")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -102,7 +103,9 @@ def bench(configs: list[tuple[str, Path, int]], split: str, size: int, samples: 
 
     clips/s are taken of this process's CPU time (the per-core rate; on a shared machine it
     still drops when the core's other hardware thread is busy) and of wall time; a row gives
-    the median of its rounds and the best round (the least disturbed).
+    the median of its rounds and the best round (the least disturbed). A round is a run of
+    consecutive samples: when ``samples / rounds`` is the number of videos, every round is one
+    epoch over the same videos, so rounds differ only by the load, not by the videos' lengths.
     """
     datasets = [prepare(name, root, split, frames, size) for name, root, frames in configs]
     rounds = max(1, min(rounds, samples))

@@ -112,8 +112,8 @@ class VideoDataset(Dataset):
     def read_frames(self, index: int, rng: np.random.Generator | None = None
                     ) -> list[list[np.ndarray]]:
         """The sampled frames of video ``index``, untransformed and not stacked: ``clips`` lists
-        of ``T`` uint8 ``(H, W, 3)`` arrays (views of the decoded frames; the transforms' crop
-        copies only the pixels it keeps).
+        of ``T`` uint8 ``(H, W, 3)`` arrays, the decoded frames themselves (nothing is copied
+        here: the transforms' crop copies only the pixels it keeps).
 
         Only the sampled frames are decoded. Raises DecodeError for unreadable files.
         """

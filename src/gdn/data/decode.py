@@ -206,11 +206,7 @@ def read_video_frames(
     Raises DecodeError when the file cannot be decoded or ends before the largest
     index (a stale frame count: delete the frame count cache and rerun).
     """
-    path = Path(path)
-    wanted = _check_indices(indices, path)
-    if backend == "torchcodec":
-        return _read_video_frames_torchcodec(path, wanted)
-    frames, (height, width) = _read_video_pyav(path, wanted, backend)
+    frames, (height, width) = _read_video(path, indices, backend)
     return np.stack(frames) if frames else np.empty((0, height, width, 3), dtype=np.uint8)
 
 
@@ -224,16 +220,17 @@ def read_video_frame_list(
     a training crop, copies only those pixels (`gdn.data.transforms.crop`). Same frames and
     errors as `read_video_frames`.
     """
+    return _read_video(path, indices, backend)[0]
+
+
+def _read_video(path: str | Path, indices: Sequence[int], backend: str
+                ) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """(`read_video_frame_list`, (height, width) of the video's frames)."""
     path = Path(path)
     wanted = _check_indices(indices, path)
     if backend == "torchcodec":
-        return list(_read_video_frames_torchcodec(path, wanted))
-    return _read_video_pyav(path, wanted, backend)[0]
-
-
-def _read_video_pyav(path: Path, wanted: list[int], backend: str
-                     ) -> tuple[list[np.ndarray], tuple[int, int]]:
-    """(`read_video_frame_list` of PyAV's decoder, (height, width) of the video)."""
+        out = _read_video_frames_torchcodec(path, wanted)
+        return list(out), out.shape[1:3]
     if backend != "pyav":
         raise ValueError(f"unknown decoding backend {backend!r}; use 'pyav' or 'torchcodec'")
     video = _parse_webm_file(path)
