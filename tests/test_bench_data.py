@@ -9,13 +9,25 @@ from gdn.data.synthetic import generate
 
 
 @pytest.mark.parametrize("fmt, source", [("ssv2", "webm"), ("ssv1", "jpeg")])
-def test_bench_data_on_a_given_root(tmp_path, capsys, fmt, source):
+def test_bench_data_on_a_given_root(tmp_path, capsys, monkeypatch, fmt, source):
+    from gdn.commands import bench_data
+
+    events = []  # the process is set up as a DataLoader worker is, before anything is read
+    real_prepare = bench_data.prepare
+
+    def prepare(*args):
+        events.append("prepare")
+        return real_prepare(*args)
+
+    monkeypatch.setattr(bench_data, "init_worker", lambda: events.append("init_worker"))
+    monkeypatch.setattr(bench_data, "prepare", prepare)
     root = tmp_path / fmt
     generate(root, format=fmt, classes=2, train_per_class=2, val_per_class=1, test_per_class=1,
              height=32, width=48, min_frames=6, max_frames=10, seed=0)
     assert main(["bench-data", "--root", str(root), "--dataset", fmt, "--frames", "2,4",
                  "--size", "16", "--samples", "5", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
+    assert events == ["init_worker", "prepare", "prepare"]
     assert [(r["source"], r["frames"], r["samples"], r["videos"]) for r in rows] == \
         [(source, 2, 5, 8), (source, 4, 5, 8)]  # 2 pairs = 4 classes x 2
     for r in rows:
