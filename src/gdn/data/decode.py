@@ -206,6 +206,9 @@ def read_video_frames(
     Raises DecodeError when the file cannot be decoded or ends before the largest
     index (a stale frame count: delete the frame count cache and rerun).
     """
+    if backend == "torchcodec":  # already one array: no list to stack
+        path = Path(path)
+        return _read_video_frames_torchcodec(path, _check_indices(indices, path))
     frames, (height, width) = _read_video(path, indices, backend)
     return np.stack(frames) if frames else np.empty((0, height, width, 3), dtype=np.uint8)
 
