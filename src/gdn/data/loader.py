@@ -19,20 +19,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from gdn.data.transforms import stack_frames_last
+from gdn.ranks import rank_world
 
-__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "init_worker", "set_epoch",
-           "dist_rank_world"]
-
-
-def dist_rank_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "init_worker", "set_epoch"]
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -142,7 +134,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
     Memory is pinned when CUDA is available, workers persist across epochs. ``drop_last``
     defaults to ``train``. Call :func:`set_epoch` before each training epoch.
     """
-    rank, world = dist_rank_world() if distributed else (0, 1)
+    rank, world = rank_world() if distributed else (0, 1)
     if train:
         sampler = TrainSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world)
     else:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from gdn.ranks import get_rank, get_world_size, is_distributed, is_main  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -67,23 +69,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def get_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main() -> bool:
-    """Rank 0: the process that logs, writes files and shows progress."""
-    return get_rank() == 0
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
@@ -105,11 +90,6 @@ def all_reduce_sum(values: list[float] | torch.Tensor) -> torch.Tensor:
     return t.cpu()
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is True on at least one (e.g. a stop request)."""
-    return bool(all_reduce_sum([float(flag)])[0] > 0)
-
-
 def all_gather_object(obj: Any) -> list[Any]:
     """`[obj from rank 0, obj from rank 1, ...]` on every rank (picklable objects of any size)."""
     if not is_distributed():
@@ -117,32 +97,3 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def all_gather_tensor(t: torch.Tensor) -> list[torch.Tensor]:
-    """Gather tensors whose first dimension differs between ranks; returns one per rank, on t's device.
-
-    The other dimensions and the dtype must agree. Sizes are exchanged first, then every rank's
-    tensor is padded to the largest and the padding trimmed after the gather.
-    """
-    if not is_distributed():
-        return [t]
-    dev = _collective_device()
-    sizes = [torch.zeros(1, dtype=torch.long, device=dev) for _ in range(get_world_size())]
-    dist.all_gather(sizes, torch.tensor([t.shape[0]], dtype=torch.long, device=dev))
-    sizes_int = [int(s.item()) for s in sizes]
-    biggest = max(sizes_int)
-    padded = torch.zeros((biggest, *t.shape[1:]), dtype=t.dtype, device=dev)
-    padded[: t.shape[0]] = t.to(dev)
-    out = [torch.empty_like(padded) for _ in sizes_int]
-    dist.all_gather(out, padded)
-    return [o[:n].to(t.device) for o, n in zip(out, sizes_int)]
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """`obj` from rank `src`, on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gdn.data.transforms import model_input
+from gdn.ranks import get_rank, is_distributed
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,8 @@ def evaluate(
         num_classes: K, checked against the model's output; inferred from it when None.
     """
     device = torch.device(device)
-    distributed = distributed and dist.is_available() and dist.is_initialized()
-    rank = dist.get_rank() if distributed else 0
+    distributed = distributed and is_distributed()
+    rank = get_rank() if distributed else 0
     was_training = model.training
     model.eval()
 

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 GDM_IMPLS = ("reference", "fused")
-SHIFT_IMPLS = ("reference", "fused")
 
 
 def _use_onednn(x: torch.Tensor) -> bool:
