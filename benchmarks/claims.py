@@ -48,13 +48,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdn.commands.ensemble import fuse
 from gdn.config import Config
 from gdn.data.datasets import build_dataset
 from gdn.data.loader import build_loader
 from gdn.data.synthetic import PAIRS, class_name, generate
 from gdn.data.transforms import flip_label_map
-from gdn.engine.evaluate import ScoreFile, compute_metrics, evaluate, load_scores, save_scores
+from gdn.engine.evaluate import ScoreFile, compute_metrics, evaluate, fuse, load_scores, pair_metrics, save_scores
 from gdn.engine.train import train
 from gdn.models.profile import count_gmacs, profile_model
 from gdn.models.registry import create_model
@@ -134,41 +133,6 @@ class RunSpec:
 
 
 # ---------------------------------------------------------------------------- metrics
-def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """Accuracies on the synthetic set's structure, in percent.
-
-    - pair_acc: over the videos of time-reversed pairs, how often the true class scores higher
-      than its time reverse (50 = chance for a model blind to frame order);
-    - mirror_top1 / mirror_pair_acc: top-1 and within-pair accuracy over the videos of the
-      mirrored classes (those whose horizontal flip is another class: left/right).
-    """
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, np.int64)
-    index = {c: i for i, c in enumerate(classes)}
-    reverse: dict[int, int] = {}
-    for forward, backward, _ in PAIRS:
-        a, b = index.get(class_name(forward)), index.get(class_name(backward))
-        if a is not None and b is not None:
-            reverse[a], reverse[b] = b, a
-    mirror = flip_label_map(classes)
-    rows = np.arange(len(labels))
-
-    def within_pair(sel: np.ndarray, other: dict[int, int]) -> float:
-        y = labels[sel]
-        partner = np.array([other[int(v)] for v in y], dtype=np.int64)
-        return 100.0 * float(np.mean(scores[sel, y] > scores[sel, partner])) if len(sel) else float("nan")
-
-    paired = rows[np.isin(labels, list(reverse))]
-    mirrored = rows[np.array([v >= 0 and mirror[v] != v for v in labels], dtype=bool)]
-    pred = scores.argmax(1)  # the first maximum: the tie rule of compute_metrics
-    return {
-        "pair_acc": within_pair(paired, reverse),
-        "mirror_top1": 100.0 * float(np.mean(pred[mirrored] == labels[mirrored])) if len(mirrored) else float("nan"),
-        "mirror_pair_acc": within_pair(mirrored, {i: m for i, m in enumerate(mirror)}),
-        "num_paired": int(len(paired)),
-        "num_mirrored": int(len(mirrored)),
-    }
-
-
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     a = np.asarray(values, dtype=np.float64)
@@ -349,7 +313,7 @@ def assemble(s: Settings, out: Path, command: str, dataset: dict, specs: list[Ru
             "table3": [sp.key for sp in layout["table3"]],
             "ensemble": {"members": [sp.key for sp in layout["ensemble"]], "per_seed": ens_seeds,
                          "mean": ens_mean, "std": ens_std,
-                         "fused_by": "gdn.commands.ensemble.fuse (equal weights: mean of softmax scores)"},
+                         "fused_by": "gdn.engine.evaluate.fuse (equal weights: mean of softmax scores)"},
             "flip": {f: sp.key for f, sp in layout["flips"].items()},
         },
         "elapsed_s": time.perf_counter() - started,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gdn.data.synthetic import ALL_CLASSES
-from gdn.engine.evaluate import compute_metrics, load_scores
+from gdn.engine.evaluate import compute_metrics, load_scores, pair_metrics
 from gdn.models.profile import profile_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_pair_metrics_exact():
         [0.1, 0.5, 0.4, 0.0],   # right->left loses to its mirror: pair wrong, top-1 wrong
         [0.1, 0.6, 0.2, 0.1],   # left->right: pair ok, top-1 ok
     ])
-    m = claims.pair_metrics(scores, labels, classes)
+    m = pair_metrics(scores, labels, classes)
     assert m["num_paired"] == 5 and m["num_mirrored"] == 3
     assert m["pair_acc"] == 60.0
     assert m["mirror_pair_acc"] == pytest.approx(100.0 * 2 / 3, abs=1e-12)

@@ -101,11 +101,17 @@ def test_round_trip_dict_and_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_shipped_configs_are_complete_and_load(path):
+def test_shipped_configs_hold_only_what_differs_from_the_defaults(path):
     cfg = Config.from_yaml(path)
     raw = yaml.safe_load(path.read_text())
-    # flat and complete: every key is spelled out, no inheritance
-    assert raw == cfg.to_dict()
+    default = Config().to_dict()
+    for section, value in raw.items():
+        if isinstance(value, dict):
+            same = [k for k, v in value.items() if default[section][k] == v]
+            assert not same, f"{path}: {section}.{same} repeat the defaults"
+            assert all(getattr(getattr(cfg, section), k) == v for k, v in value.items())
+        else:
+            assert default[section] != value and getattr(cfg, section) == value
 
 
 def test_paper_configs_follow_their_recipes():

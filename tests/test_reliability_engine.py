@@ -134,7 +134,7 @@ def test_case6_too_many_bad_samples_stops_training_with_a_summary(tmp_path, caps
     cfg.save_yaml(tmp_path / "cfg.yaml")
     assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: epoch 1: 3 unreadable videos")
+    assert len(err) == 1 and err[0].startswith("gdn train: error: epoch 1: 3 unreadable videos")
     # within the allowed fraction the same data trains
     cfg.apply_overrides(["data.max_bad_fraction=0.5", "train.epochs=1"])
     assert train(cfg)["final"]["num_skipped"] == 3

@@ -269,3 +269,113 @@ def test_init_from_checkpoint_and_reset_head(synth, tmp_path, capsys):
     assert main(args + ["--reset-head", "--out", str(tmp_path / "three")]) == 0
     state = load_checkpoint(tmp_path / "three" / "last.pt")["model"]
     assert state["fc.weight"].shape[0] == 2
+
+
+# ---------------------------------------------------------------------------- starting a run
+def test_bad_model_option_fails_before_any_data_is_read(tmp_path, capsys):
+    """A typo in model.options names the option and the valid ones, before data is opened: the
+    data root here does not even exist, and nothing is written."""
+    out = tmp_path / "run"
+    code = main(["train", "--model", "gdn_tiny", "--data-root", str(tmp_path / "no-such-data"), "--out", str(out),
+                 "--set", "model.options.r_sst=0.3"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.options.r_sst" in err[0] and "did you mean 'r_st'" in err[0]
+    assert "r_s" in err[0] and "dropout" in err[0]  # the valid options are listed
+    assert not out.exists()
+
+
+def test_set_takes_several_overrides_and_flag_errors_name_the_flag(capsys):
+    from gdn.cli import build_parser
+    from gdn.commands.train import build_config
+
+    args = build_parser("train").parse_args(["train", "--set", "train.lr=0.05", "train.epochs=7", "--frames", "4"])
+    cfg = build_config(args)
+    assert (cfg.train.lr, cfg.train.epochs, cfg.data.frames) == (0.05, 7, 4)
+    assert main(["train", "--model", "gdn_r5"]) == 2
+    assert "--model gdn_r5: model.name='gdn_r5' is not a known model (did you mean gdn_r50" in capsys.readouterr().err
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = make_cfg(synth, out, epochs=1)
+    cfg.save_yaml(tmp_path / "run.yaml")
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
+    before = (out / "last.pt").read_bytes(), (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--resume auto" in err and "--overwrite" in err
+    assert ((out / "last.pt").read_bytes(), (out / "metrics.jsonl").read_text()) == before  # untouched
+
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--overwrite"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # a fresh run, not appended
+    assert not (out / "last.prev.pt").exists() or load_checkpoint(out / "last.prev.pt")["epoch"] == 0
+
+
+def test_a_failed_start_removes_what_it_created(synth, tmp_path, capsys):
+    """Weights that do not fit fail the start; the run folder it created (config, frame-count
+    cache) is removed, and a folder that existed keeps exactly what it had."""
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"conv9.weight": torch.zeros(3)}, wrong)
+    args = ["--model", "gdn_tiny", "--dataset", "ssv2", "--data-root", str(synth), "--frames", "4", "--size", "32",
+            "--workers", "0", "--device", "cpu", "--init-from", str(wrong)]
+    out = tmp_path / "new"
+    assert main(["train", *args, "--out", str(out)]) == 2
+    assert "wrong.pt" in capsys.readouterr().err
+    assert not out.exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["train", *args, "--out", str(mine)]) == 2
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_loader_workers_ignore_ctrl_c():
+    """Ctrl-C reaches every process of the terminal's group; the workers must leave the stop to
+    the main process (a checkpoint at the next step) instead of dying under it."""
+    from torch.utils.data import DataLoader
+
+    from gdn.data.loader import init_worker
+
+    class Handlers(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return signal.getsignal(signal.SIGINT) == signal.SIG_IGN, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    with T.StopRequest().installed():  # the training loop's handlers are what the workers inherit
+        got = list(DataLoader(Handlers(), batch_size=None, num_workers=1, worker_init_fn=init_worker))
+    assert got == [[True, True], [True, True]]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored here
+
+
+def test_two_ctrl_c_to_the_whole_process_group_end_with_one_line_and_a_checkpoint(synth, tmp_path):
+    """The terminal's Ctrl-C goes to the trainer and its loader workers; pressed twice 0.3 s
+    apart, the run ends with exit 130, one line on stderr and a loadable last checkpoint."""
+    import subprocess
+    import sys
+    import time
+
+    cfg = make_cfg(synth, tmp_path / "run", epochs=50)
+    cfg.data.workers = 2
+    cfg.save_yaml(tmp_path / "run.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "gdn", "train", "--config", str(tmp_path / "run.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if not ln[:2].isdigit()]  # log lines start with the time
+    assert len(lines) == 1 and lines[0].startswith("gdn train: stopped: training interrupted"), err
+    assert "Traceback" not in err
+    assert err.count("SIGINT received") == 1
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] >= 1

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gdn.models import create_model, list_models
-from gdn.models.fast import compile_for_inference
+from gdn.models.fast import compile_for_inference, to_channels_last
 from gdn.models.fold import fold_bn as fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,6 @@ class BenchResult:
     threads: int = 0
     fold_bn: bool = False
     channels_last: bool = False
-
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """Channels-last weights for every 4D parameter (the 5D kernels of 3D convs stay)."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
-    return model
 
 
 class _Timer:

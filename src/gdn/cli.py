@@ -3,6 +3,10 @@
 Each command module defines `HELP` (one line), `add_arguments(parser)` and
 `run(args) -> int` (the exit code). Adding a command is one line in `COMMANDS`. Only the
 module of the command being run is imported, so `gdn synth` does not pay for the engine.
+
+Errors the user can fix are `gdn.errors.GdnError`s, raised anywhere and caught here, once:
+one line `gdn COMMAND: error: ...` on stderr and the error's exit code (2 for bad input).
+Ctrl-C outside training (which stops itself at a step boundary) ends with exit code 130.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import argparse
 import importlib
 import logging
 import sys
+
+from gdn.errors import GdnError, user_message
 
 # subcommand -> (module under gdn.commands, one-line summary for `gdn --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except GdnError as e:
+        print(f"gdn {args.command}: {e.kind}: {user_message(e)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"gdn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ from typing import Any
 
 import yaml
 
+from gdn.errors import GdnError
 
-class ConfigError(ValueError):
+
+class ConfigError(GdnError, ValueError):
     """A config file or override that cannot be used; the message names the key and the file."""
 
 
@@ -55,7 +57,7 @@ class DataConfig:
     sampling: str = "tsn"
     flip: str = "label"  # label | naive | none
     label_order: str = "sorted"
-    workers: int = 4
+    workers: int | None = None  # loader processes; None: the CPUs available (gdn.data.loader.default_workers)
     max_bad_fraction: float = 0.01
     cache_dir: str | None = None  # frame counts of webm files (default: the run folder)
 
@@ -134,10 +136,11 @@ class Config:
         cfg._update(data or {}, source=str(path), lines=_key_lines(text))
         return cfg
 
-    def apply_overrides(self, overrides: list[str] | tuple[str, ...]) -> Config:
+    def apply_overrides(self, overrides: list[str] | tuple[str, ...], source: str | None = None) -> Config:
         """Apply `section.key=value` strings (values parsed as YAML: `20`, `0.1`, `[10, 20]`, `null`).
 
-        `model.options.<name>=value` sets one entry of the free-form options dict.
+        `model.options.<name>=value` sets one entry of the free-form options dict. Errors name
+        `source` (e.g. the command-line flag the value came from) or else the override itself.
         Returns self for chaining.
         """
         for item in overrides:
@@ -153,7 +156,7 @@ class Config:
             nested: Any = value
             for part in reversed(key.split(".")):
                 nested = {part: nested}
-            self._update(nested, source=f"override '{item}'")
+            self._update(nested, source=source or f"override '{item}'")
         return self
 
     # ---------------------------------------------------------------- output
@@ -240,7 +243,7 @@ class Config:
                 f"{where}: model.pretrained and model.init_from are both set; choose one "
                 "(ImageNet 2D weights, or a video checkpoint to fine-tune)"
             )
-        if self.data.workers < 0:
+        if self.data.workers is not None and self.data.workers < 0:
             raise ConfigError(f"{where}: data.workers={self.data.workers} must be 0 or more")
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gdn.errors import GdnError
 from gdn.models.fold import fold_bn
 
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(GdnError, RuntimeError):
     """An export that failed or whose ONNX outputs differ from PyTorch; the message names the file."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from gdn.bench import BenchConfig, format_table, results_as_dicts, run_bench
+from gdn.errors import UsageError
 
 HELP = "speed (train/infer clips/s, CPU latency) and peak memory of models side by side, as ratios to TSN"
 DEFAULT_MODELS = "gdn_r50,tsn_r50,tsm_r50,i3d_r50"
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             channels_last=args.channels_last, train=not args.no_train, baseline=args.baseline,
         )
     except ValueError as e:
-        raise SystemExit(f"gdn bench: {e}") from None
+        raise UsageError(str(e)) from None
     rows = run_bench(cfg)
     record = json.dumps(results_as_dicts(rows), indent=1)
     if args.save:

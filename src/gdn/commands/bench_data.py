@@ -26,6 +26,7 @@ from gdn.commands.check_data import table
 from gdn.data.datasets import VideoDataset, build_dataset
 from gdn.data.decode import count_frames_cached
 from gdn.data.loader import collate, init_worker
+from gdn.errors import UsageError
 
 HELP = "training-pipeline throughput (clips/s per worker process) for WebM and JPEG sources"
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gdn-bench-data-") as tmp:
         if args.root is not None:
             if args.dataset is None:
-                raise SystemExit("gdn bench-data: --root needs --dataset (ssv1, ssv2 or list)")
+                raise UsageError("--root needs --dataset (ssv1, ssv2 or list)")
             sources = [(args.dataset, args.root)]
         else:
             sources = _synthetic(args.cache_dir or Path(tmp), args.videos)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gdn.errors import UsageError
 from gdn.engine.demo import TARGET_TOP1, format_table, run_demo
 
 HELP = "GDN vs TSN on synthetic time-reversed actions: same budget, minutes on a CPU"
@@ -20,8 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
-        print("gdn demo: error: --epochs must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError("--epochs must be >= 1")
     summary = run_demo(args.out, epochs=args.epochs, device=args.device, quick=args.quick)
     print(format_table(summary))
     print(f"\nreport: {args.out}/report.md  (curves.png, confusion_*.png, demo.json)   "

@@ -18,17 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from gdn.export import ExportError, export_onnx, read_metadata
+    from gdn.export import export_onnx, read_metadata
 
     ckpt = load_checkpoint(args.checkpoint)
     model, cfg, classes = build_model_from_checkpoint(ckpt)
     frames = args.frames or cfg.data.frames
     size = args.size or cfg.data.size
     meta = {"model": cfg.model.name, "options": json.dumps(cfg.model.options), "checkpoint": str(args.checkpoint)}
-    try:
-        export_onnx(model, args.onnx, frames, size, classes=classes, metadata=meta, tolerance=args.tolerance)
-    except ExportError as e:
-        raise SystemExit(f"gdn export: {e}") from None
+    export_onnx(model, args.onnx, frames, size, classes=classes, metadata=meta, tolerance=args.tolerance)
     props = read_metadata(args.onnx)
     print(f"{'file':<10}{args.onnx}\n{'model':<10}{cfg.model.name}\n{'input':<10}clips (B, 3, {frames}, {size}, {size})"
           f"\n{'output':<10}logits (B, {len(classes)})\n{'classes':<10}{len(json.loads(props['classes']))} in metadata"

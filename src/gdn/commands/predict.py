@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from gdn.data.decode import DecodeError
-from gdn.engine.checkpoint import CheckpointError
 from gdn.engine.predict import Predictor, expand_inputs, write_overlay
+from gdn.errors import UsageError
 
 HELP = "top-k class names and probabilities for video files or JPEG frame folders"
 
@@ -38,13 +38,8 @@ def _overlay_path(out: str, src: Path, many: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.clips < 1:
-        print("gdn predict: error: --topk and --clips must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        predictor = Predictor(args.checkpoint, device=args.device, clips=args.clips, compile=args.compile)
-    except CheckpointError as e:
-        print(f"gdn predict: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError("--topk and --clips must be >= 1")
+    predictor = Predictor(args.checkpoint, device=args.device, clips=args.clips, compile=args.compile)
     paths = expand_inputs(args.inputs)
     ds = predictor.dataset(paths)
     results, failed = [], 0

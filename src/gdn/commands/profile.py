@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from gdn.errors import UsageError
 from gdn.models.profile import TABLE1_PAPER, block_weight_factors, profile_model
 from gdn.models.registry import list_models
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n in args.models.split(",") if n]
     unknown = [n for n in names if n not in list_models()]
     if unknown:
-        raise SystemExit(f"gdn profile: unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
+        raise UsageError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(list_models())}")
     rows = [
         profile_model(name, frames, size, num_classes=args.num_classes)
         for name in names for frames in _ints(args.frames) for size in _ints(args.sizes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from gdn.errors import UsageError
 from gdn.data.synthetic import ALL_CLASSES, DEFAULT_PAIRS, PAIRS, generate
 
 HELP = "write a synthetic Something-Something dataset (time-reversed class pairs) in the SSv1/SSv2 layout"
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, workers=args.workers, overwrite=args.overwrite,
         )
     except (ValueError, FileExistsError) as e:
-        raise SystemExit(f"gdn synth: {e}") from e
+        raise UsageError(str(e)) from None
     seconds = time.perf_counter() - start
     total = sum(summary.counts.values())
 

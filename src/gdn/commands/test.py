@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
-from gdn.data.annotations import AnnotationError
 from gdn.data.datasets import build_dataset
-from gdn.data.decode import DecodeError
 from gdn.data.loader import build_loader
-from gdn.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import cleanup, init_distributed, is_distributed, is_main
-from gdn.engine.evaluate import (EvalResult, ScoreFile, ScoreFileError, evaluate, json_safe,
-                                 save_confusion_png, save_per_class, save_scores)
+from gdn.engine.evaluate import (EvalResult, ScoreFile, evaluate, json_safe, save_confusion_png, save_per_class,
+                                 save_scores)
+from gdn.errors import UsageError
 from gdn.models.fast import compile_for_inference
 
 log = logging.getLogger(__name__)
@@ -56,48 +54,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def _error(message: str) -> int:
-    print(f"gdn test: error: {message}", file=sys.stderr)
-    return 2
-
-
-def worker_error_message(e: BaseException) -> str:
-    """The original message of an exception re-raised from a DataLoader worker.
-
-    DataLoader wraps a worker's exception text in "Caught X in DataLoader worker process N.
-    Original Traceback ...": keep only the last line, the original message.
-    """
-    text = str(e)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    name = type(e).__name__
-    return last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
-
-
 def run(args: argparse.Namespace) -> int:
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        model, cfg, classes = build_model_from_checkpoint(ckpt)
-    except CheckpointError as e:
-        return _error(str(e))
-    del ckpt
+    model, cfg, classes = build_model_from_checkpoint(load_checkpoint(args.checkpoint))
     d = cfg.data
     dataset = args.dataset or d.dataset
     split = args.split or d.val_split
     list_file = args.list_file or (d.val_list if split == d.val_split else None)
     frames, size = args.frames or d.frames, args.size or d.size
     short_side = d.short_side if args.size is None else None  # a new size gets its own 256/224 ratio
-    try:
-        ds = build_dataset(dataset, args.data_root or d.root, split, frames=frames, train=False, size=size,
-                           short_side=short_side, clips=args.clips, crops=args.crops, sampling=d.sampling,
-                           label_order=d.label_order, list_file=list_file, classes_file=d.classes_file)
-    except (AnnotationError, ValueError, OSError) as e:
-        return _error(str(e))
+    ds = build_dataset(dataset, args.data_root or d.root, split, frames=frames, train=False, size=size,
+                       short_side=short_side, clips=args.clips, crops=args.crops, sampling=d.sampling,
+                       label_order=d.label_order, list_file=list_file, classes_file=d.classes_file)
     if ds.classes != classes:
-        return _error(f"{args.checkpoint}: the model was trained on {len(classes)} classes that differ from the "
-                      f"{len(ds.classes)} classes of the {dataset} {split} annotations under "
-                      f"{args.data_root or d.root} (check --dataset, --data-root, the label order and classes file)")
+        raise UsageError(f"{args.checkpoint}: the model was trained on {len(classes)} classes that differ from the "
+                         f"{len(ds.classes)} classes of the {dataset} {split} annotations under "
+                         f"{args.data_root or d.root} (check --dataset, --data-root, the label order and classes file)")
 
     device = init_distributed(args.device)
     try:
@@ -109,17 +80,14 @@ def run(args: argparse.Namespace) -> int:
                               distributed=is_distributed())
         log.info("evaluating %s on %s %s: %d videos, %d frames, size %d, %d clip(s) x %d crop(s)",
                  args.checkpoint, dataset, split, len(ds), frames, size, args.clips, args.crops)
-        try:
-            res = evaluate(model, loader, device, amp=args.amp, distributed=is_distributed(),
-                           num_classes=len(classes), desc=f"test {split}")
-        except (DecodeError, OSError) as e:
-            return _error(worker_error_message(e))
+        res = evaluate(model, loader, device, amp=args.amp, distributed=is_distributed(),
+                       num_classes=len(classes), desc=f"test {split}")
         if not is_main():
             return 0
         try:
             _write_outputs(args, res, ds, classes, split)
-        except (ScoreFileError, OSError) as e:
-            return _error(str(e))
+        except OSError as e:
+            raise UsageError(f"cannot write the results: {e}; choose another --out") from None
         _print(args, res)
         return 0
     finally:

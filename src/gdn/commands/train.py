@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
-from gdn.config import Config, ConfigError
+from gdn.config import Config
 
 HELP = "train a model (the paper's recipe by default); resumable, torchrun-aware"
 
@@ -41,8 +40,8 @@ FLAGS = {
 
 def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML config file (see configs/); defaults are the paper's recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, parsed as YAML (repeatable), e.g. train.lr=0.01")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override config values, parsed as YAML, e.g. --set train.lr=0.05 train.epochs=40")
     p.add_argument("--model", help="model name (gdn.list_models())")
     p.add_argument("--pretrained", help="ImageNet 2D weights: a state dict path, a URL or 'imagenet'")
     p.add_argument("--init-from", help="fine-tune from a gdn checkpoint or state dict (same architecture)")
@@ -60,6 +59,9 @@ def add_arguments(p) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", metavar="auto|PATH",
                    help="'auto': continue from the run folder's last checkpoint (fresh if none); or a checkpoint path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in a --out folder that holds an earlier run (its checkpoints and "
+                        "metrics are deleted); without it such a folder is refused")
 
 
 def build_config(args) -> Config:
@@ -74,11 +76,12 @@ def build_config(args) -> Config:
         cfg = Config.from_dict(load_checkpoint(args.resume)["config"], source=args.resume)
     else:
         cfg = Config()
-    flags = [f"{key}={_yaml_value(getattr(args, name))}" for name, key in FLAGS.items()
-             if getattr(args, name) is not None]
+    for name, key in FLAGS.items():
+        value = getattr(args, name)
+        if value is not None:  # errors name the flag as typed: "--model gdn_r5"
+            cfg.apply_overrides([f"{key}={_yaml_value(value)}"], source=f"--{name.replace('_', '-')} {value}")
     if args.reset_head:
-        flags.append("model.reset_head=true")
-    cfg.apply_overrides(flags)
+        cfg.apply_overrides(["model.reset_head=true"], source="--reset-head")
     cfg.apply_overrides(args.overrides)
     return cfg
 
@@ -91,30 +94,9 @@ def _yaml_value(value) -> str:
 
 
 def run(args) -> int:
-    from gdn.data.annotations import AnnotationError
-    from gdn.data.datasets import TooManyBadSamples
-    from gdn.data.decode import DecodeError
-    from gdn.engine.checkpoint import CheckpointError
-    from gdn.engine.train import NonFiniteLossError, TrainingInterrupted, train
-    from gdn.engine.weights import WeightsMismatchError
+    from gdn.engine.train import train
 
-    try:
-        cfg = build_config(args)
-    except (ConfigError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = train(cfg, resume=args.resume)
-    except TrainingInterrupted as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return e.exit_code
-    except (ConfigError, CheckpointError, AnnotationError, FileNotFoundError, WeightsMismatchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteLossError, TooManyBadSamples, DecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
+    result = train(build_config(args), resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table (the group is gone by now)
         print(format_table(result))
     return 0

@@ -28,6 +28,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdn.errors import GdnError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["AnnotationError", "Annotations", "Entry", "Problem", "read_annotations",
@@ -39,7 +41,7 @@ SSV2_VIDEOS = "20bn-something-something-v2"
 _SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 
 
-class AnnotationError(ValueError):
+class AnnotationError(GdnError, ValueError):
     """An annotation file cannot be used as is; the message names the file, the line and what
     to do."""
 

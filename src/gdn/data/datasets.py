@@ -32,14 +32,17 @@ from gdn.data.decode import (DecodeError, FrameCountCache, _frame_names, _read_f
                              count_frames_cached, read_video_frame_list)
 from gdn.data.sampling import build_sampler
 from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map, stack_frames_last
+from gdn.errors import GdnError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["VideoDataset", "build_dataset", "check_bad_fraction", "TooManyBadSamples"]
 
 
-class TooManyBadSamples(RuntimeError):
-    """More unreadable training samples than ``max_bad_fraction`` allows."""
+class TooManyBadSamples(GdnError, RuntimeError):
+    """More unreadable training samples than ``max_bad_fraction`` allows (the run fails: exit 1)."""
+
+    exit_code = 1
 
 
 def check_bad_fraction(num_skipped: int, num_seen: int, max_fraction: float, *,

@@ -34,6 +34,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from gdn.data.webm import WebmVideo, parse_webm
+from gdn.errors import GdnError
 
 try:  # a core dependency; Pillow decodes everything if it is missing
     import simplejpeg
@@ -74,7 +75,7 @@ _WEBM_MAX_BYTES = 64 << 20
 _FRAME_FILE = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)\.jpe?g$", re.IGNORECASE)
 
 
-class DecodeError(Exception):
+class DecodeError(GdnError):
     """A video or frame file that cannot be read; the message names the file and what to do."""
 
 

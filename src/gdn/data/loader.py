@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
+import signal
 import sys
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from gdn.data.transforms import stack_frames_last
 from gdn.ranks import rank_world
 
-__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "init_worker", "set_epoch"]
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "default_workers", "init_worker", "set_epoch"]
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -87,12 +89,27 @@ class EvalSampler(Sampler):
         return len(range(self.rank, self.size, self.world_size))
 
 
+def default_workers() -> int:
+    """Loader workers per training process when the config leaves ``data.workers`` unset: the
+    CPUs this process may use, shared among the processes torchrun started on this node
+    (at least 1, at most 8: more rarely helps a GPU and costs memory per worker)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, cpus // max(1, per_node)))
+
+
 def init_worker(worker_id: int = 0) -> None:
     """The set-up of a DataLoader worker process (its ``worker_init_fn``); `gdn bench-data`
     runs it too, so that it times what a worker does."""
     # Workers decode and resize a few frames each: intra-op threads would only oversubscribe.
     torch.set_num_threads(1)
     _keep_freed_memory()
+    if get_worker_info() is not None:  # a real worker (bench-data runs this in its own process)
+        # The main process decides how to stop (a checkpoint at the next step): Ctrl-C, which
+        # the terminal sends to every process of the group, must not kill the workers under it,
+        # and the handlers inherited from the main process must not run here.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _keep_freed_memory() -> None:
@@ -125,15 +142,18 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 4,
+def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int | None = None,
                  seed: int = 0, distributed: bool = False, drop_last: bool | None = None,
                  prefetch_factor: int = 4) -> DataLoader:
     """A DataLoader over ``dataset`` with :class:`TrainSampler` (``train``) or
     :class:`EvalSampler`; ranks come from ``torch.distributed`` when ``distributed``.
 
-    Memory is pinned when CUDA is available, workers persist across epochs. ``drop_last``
-    defaults to ``train``. Call :func:`set_epoch` before each training epoch.
+    Memory is pinned when CUDA is available, workers persist across epochs. ``workers``
+    defaults to :func:`default_workers`; ``drop_last`` to ``train``. Call :func:`set_epoch`
+    before each training epoch.
     """
+    if workers is None:
+        workers = default_workers()
     rank, world = rank_world() if distributed else (0, 1)
     if train:
         sampler = TrainSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world)

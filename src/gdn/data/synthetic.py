@@ -44,6 +44,7 @@ __all__ = [
     "Clip",
     "SynthSummary",
     "class_name",
+    "reverse_pairs",
     "mirror_class",
     "sample_clip",
     "render_clip",
@@ -71,6 +72,18 @@ def class_name(template: str) -> str:
 ALL_CLASSES: list[str] = [class_name(t) for pair in PAIRS for t in pair[:2]]
 _TEMPLATE = {class_name(t): t for pair in PAIRS for t in pair[:2]}
 _PAIR_OF = {class_name(t): (i, j) for i, pair in enumerate(PAIRS) for j, t in enumerate(pair[:2])}
+
+
+def reverse_pairs(classes: list[str]) -> dict[int, int]:
+    """Class index -> index of its time reverse, for the classes of `classes` whose pair
+    (`PAIRS`) is complete."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for forward, backward, _ in PAIRS:
+        a, b = index.get(class_name(forward)), index.get(class_name(backward))
+        if a is not None and b is not None:
+            out[a], out[b] = b, a
+    return out
 
 
 def mirror_class(name: str) -> str:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gdn.config import Config
+from gdn.errors import GdnError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ LAST_PREV = "last.prev.pt"  # the previous `last.pt`, kept so a corrupt newest f
 BEST = "best.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GdnError, RuntimeError):
     """A checkpoint that is missing, truncated, corrupt or unsafe; the message names the file."""
 
 

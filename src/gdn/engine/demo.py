@@ -29,11 +29,18 @@ import numpy as np
 import torch
 
 from gdn.config import Config
+from gdn.data.datasets import build_dataset
+from gdn.data.loader import build_loader
+from gdn.data.synthetic import generate
+from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
+from gdn.engine.evaluate import evaluate, pair_metrics, save_confusion_png
+from gdn.engine.train import train
+from gdn.models.profile import profile_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEMO_MODELS", "DemoData", "TARGET_TOP1", "demo_config", "demo_data", "pair_accuracy",
+__all__ = ["DEMO_MODELS", "DemoData", "TARGET_TOP1", "demo_config", "demo_data",
            "prepare_data", "run_demo", "format_table"]
 
 DEMO_MODELS = ("gdn_tiny", "tsn_tiny")
@@ -103,7 +110,6 @@ def prepare_data(root: Path, spec: DemoData) -> dict:
     `root/demo-data.json` is written last, after every clip and annotation file: its presence
     with the same spec means the dataset is complete.
     """
-    from gdn.data.synthetic import generate
 
     marker = root / "demo-data.json"
     if marker.is_file():
@@ -128,36 +134,6 @@ def _jsonable(spec: DemoData) -> dict:
     return json.loads(json.dumps(asdict(spec)))  # tuples -> lists, as read back from the marker
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-def reverse_pairs(classes: list[str]) -> dict[int, int]:
-    """Class index -> index of its time reverse, from the synthetic dataset's pairs."""
-    from gdn.data.synthetic import PAIRS, class_name
-
-    index = {c: i for i, c in enumerate(classes)}
-    out = {}
-    for forward, backward, _ in PAIRS:
-        a, b = class_name(forward), class_name(backward)
-        if a in index and b in index:
-            out[index[a]], out[index[b]] = index[b], index[a]
-    return out
-
-
-def pair_accuracy(scores: np.ndarray, labels: np.ndarray, pairs: dict[int, int]) -> float:
-    """Percent of videos whose own class scores above its time reverse (chance: 50%).
-
-    Only the two members of the pair are compared, so this measures exactly whether the model
-    can tell an action from its reverse, whatever it thinks of the other classes.
-    """
-    rows = [i for i, y in enumerate(labels) if y in pairs]
-    if not rows:
-        return float("nan")
-    own = np.array([scores[i, labels[i]] for i in rows])
-    rev = np.array([scores[i, pairs[int(labels[i])]] for i in rows])
-    return 100.0 * float((own > rev).mean())
-
-
 @dataclass
 class ModelResult:
     model: str
@@ -174,10 +150,6 @@ class ModelResult:
 
 def _evaluate_run(cfg: Config, run_dir: Path, out: Path):
     """Validation scores of the run's final model (last.pt), its confusion matrix PNG."""
-    from gdn.data.datasets import build_dataset
-    from gdn.data.loader import build_loader
-    from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from gdn.engine.evaluate import evaluate, save_confusion_png
 
     model, cfg, classes = build_model_from_checkpoint(load_checkpoint(run_dir / "last.pt"))
     d = cfg.data
@@ -224,8 +196,6 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, device
     Returns the contents of `demo.json`: {"models": [per-model numbers], "recipe", "data",
     "passed", "target_top1", "quick", "total_seconds"}.
     """
-    from gdn.engine.train import train
-    from gdn.models.profile import profile_model
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -241,14 +211,14 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, device
         log.info("training %s (%d epochs, batch %d, lr %g, %d frames at %d px)", name, cfg.train.epochs,
                  cfg.train.batch_size, cfg.train.lr, cfg.data.frames, cfg.data.size)
         t0 = time.perf_counter()
-        run = train(cfg)
+        run = train(cfg, overwrite=True)  # the demo's own folder: a new demo replaces the last one
         seconds = time.perf_counter() - t0
         res, classes = _evaluate_run(cfg, Path(cfg.out), out)
         prof = profile_model(name, cfg.data.frames, cfg.data.size, num_classes=len(classes))
         results.append(ModelResult(
             model=name, params=prof["params"], gmacs=prof["gmacs"], top1=res.top1, top5=res.top5,
             mean_class_accuracy=res.mean_class_accuracy,
-            pair_accuracy=pair_accuracy(res.scores, res.labels, reverse_pairs(classes)),
+            pair_accuracy=pair_metrics(res.scores, res.labels, classes)["pair_acc"],
             train_seconds=round(seconds, 1), best_top1=run["best_top1"], history=run["history"]))
         log.info("%s: val top-1 %.2f, pair accuracy %.2f, %.0f s", name, res.top1, results[-1].pair_accuracy, seconds)
 

@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from gdn.data.transforms import model_input
+from gdn.data.synthetic import reverse_pairs
+from gdn.data.transforms import flip_label_map, model_input
+from gdn.errors import GdnError, UsageError
 from gdn.ranks import get_rank, is_distributed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics", "evaluate",
+__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics", "evaluate", "fuse", "pair_metrics", "resolve_amp",
            "json_safe", "load_scores", "save_confusion_png", "save_per_class", "save_scores"]
 
 
@@ -111,16 +113,55 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int | N
     )
 
 
+def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """Accuracies on the structure of the synthetic dataset, in percent.
+
+    - pair_acc: over the videos of time-reversed pairs (`gdn.data.synthetic.reverse_pairs`), how
+      often the true class scores strictly above its time reverse (50 = chance for a model blind
+      to frame order), whatever the other classes score;
+    - mirror_top1 / mirror_pair_acc: top-1 and within-pair accuracy over the videos of the
+      mirrored classes (those whose horizontal flip is another class: left/right).
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, np.int64)
+    reverse = reverse_pairs(classes)
+    mirror = flip_label_map(classes)
+    rows = np.arange(len(labels))
+
+    def within_pair(sel: np.ndarray, other: dict[int, int]) -> float:
+        y = labels[sel]
+        partner = np.array([other[int(v)] for v in y], dtype=np.int64)
+        return 100.0 * float(np.mean(scores[sel, y] > scores[sel, partner])) if len(sel) else float("nan")
+
+    paired = rows[np.isin(labels, list(reverse))]
+    mirrored = rows[np.array([v >= 0 and mirror[v] != v for v in labels], dtype=bool)]
+    pred = scores.argmax(1)  # the first maximum: the tie rule of compute_metrics
+    return {
+        "pair_acc": within_pair(paired, reverse),
+        "mirror_top1": 100.0 * float(np.mean(pred[mirrored] == labels[mirrored])) if len(mirrored) else float("nan"),
+        "mirror_pair_acc": within_pair(mirrored, {i: m for i, m in enumerate(mirror)}),
+        "num_paired": int(len(paired)),
+        "num_mirrored": int(len(mirrored)),
+    }
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast mode that applies on `device`: "auto" is bf16 on CUDA; mixed precision
+    runs on CUDA only, so anything is "none" elsewhere."""
+    if amp not in ("auto", "bf16", "fp16", "none"):
+        raise ValueError(f"amp must be one of auto, bf16, fp16, none; got '{amp}'")
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            log.info("amp=%s applies on CUDA only; running in fp32 on %s", amp, device)
+        return "none"
+    return "bf16" if amp == "auto" else amp
+
+
 def autocast_context(device: torch.device, amp: str):
-    """`torch.autocast` for amp in {"none", "bf16", "fp16", "auto"}; "auto" is bf16 on CUDA only."""
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "none"
+    """`torch.autocast` for `resolve_amp(amp, device)` (a no-op context for "none")."""
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return nullcontext()
-    if amp not in ("bf16", "fp16"):
-        raise ValueError(f"amp must be one of auto, bf16, fp16, none; got '{amp}'")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def score_clips(model: nn.Module, clip: torch.Tensor, device: torch.device, amp: str = "none") -> torch.Tensor:
@@ -224,7 +265,7 @@ def evaluate(
 # Neither format can run code when loaded.
 
 
-class ScoreFileError(ValueError):
+class ScoreFileError(GdnError, ValueError):
     """A score file that cannot be used; the message names the file and what to do."""
 
 
@@ -288,6 +329,51 @@ def load_scores(path) -> ScoreFile:
         raise ScoreFileError(f"{path}: inconsistent shapes: {n} video ids, labels {out.labels.shape}, "
                              f"scores {out.scores.shape}, {len(out.classes)} classes")
     return out
+
+
+def fuse(files: list[ScoreFile], paths: list[str], weights: list[float] | None = None) -> ScoreFile:
+    """Weighted average of softmax scores, aligned by video id to the first file.
+
+    Raises ScoreFileError naming the offending file when a file covers other videos, gives a
+    video another label, or has other class names.
+    """
+    if weights is None:
+        weights = [1.0] * len(files)
+    if len(weights) != len(files):
+        raise UsageError(f"--weights: got {len(weights)} weights for {len(files)} score files; give one per file")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UsageError(f"--weights must be >= 0 with a positive sum, got {weights}")
+    ref, ref_path = files[0], paths[0]
+    position = {vid: i for i, vid in enumerate(ref.video_ids)}
+    if len(position) != len(ref.video_ids):
+        raise ScoreFileError(f"{ref_path}: repeated video ids; re-create it with `gdn test --scores`")
+    total = np.zeros_like(ref.scores, dtype=np.float64)
+    for f, path, w in zip(files, paths, weights):
+        if f.classes != ref.classes:
+            diff = next((i for i, (a, b) in enumerate(zip(f.classes, ref.classes)) if a != b), None)
+            where = (f"class {diff} is '{f.classes[diff]}' there but '{ref.classes[diff]}' in {ref_path}"
+                     if diff is not None else f"{len(f.classes)} classes vs {len(ref.classes)} in {ref_path}")
+            raise ScoreFileError(f"{path}: class names differ ({where}); ensemble models trained on the same labels")
+        ids = set(f.video_ids)
+        missing = [v for v in ref.video_ids if v not in ids]
+        extra = [v for v in f.video_ids if v not in position]
+        if missing or extra or len(ids) != len(f.video_ids):
+            raise ScoreFileError(
+                f"{path}: video ids do not match {ref_path} ({len(missing)} missing, e.g. {missing[:3]}; "
+                f"{len(extra)} extra, e.g. {extra[:3]}; {len(f.video_ids) - len(ids)} repeated); "
+                "score all models on the same split"
+            )
+        order = np.array([position[v] for v in f.video_ids])  # row i of f is video order[i] of ref
+        if not np.array_equal(ref.labels[order], f.labels):
+            bad = int(np.flatnonzero(ref.labels[order] != f.labels)[0])
+            raise ScoreFileError(
+                f"{path}: video '{f.video_ids[bad]}' has label {int(f.labels[bad])} there but "
+                f"{int(ref.labels[order][bad])} in {ref_path}; score all models on the same annotations"
+            )
+        total[order] += w * f.scores
+    return ScoreFile(video_ids=list(ref.video_ids), labels=ref.labels.copy(),
+                     scores=(total / sum(weights)).astype(np.float32), classes=list(ref.classes))
+
 
 
 # ----------------------------------------------------------------------------- reports

@@ -14,22 +14,30 @@ Everything a run produces goes to `cfg.out`:
     curves.png      loss and accuracy curves, drawn at the end
     tb/             TensorBoard events, when tensorboard is installed
 
+A folder that already holds a run (a checkpoint or metrics) is never overwritten silently: pass
+`resume="auto"` to continue it or `overwrite=True` to start again in it. A start that fails
+(bad weights, bad data) removes what it created.
+
 Resuming (`resume="auto"` or a path) continues exactly: model, optimizer, loss scaler, epoch,
 batch within the epoch and every random generator are restored, and the data loader skips the
-batches already seen, so the parameters equal those of an uninterrupted run.
+batches already seen, so the parameters equal those of an uninterrupted run. Epochs are
+numbered from 1 in every message ("epoch 3, step 2" is the third epoch after two batches).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import difflib
 import json
 import logging
 import math
 import random
+import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +48,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gdn.config import Config
+from gdn.config import Config, ConfigError
+from gdn.data.datasets import TooManyBadSamples, VideoDataset, build_dataset, check_bad_fraction
+from gdn.data.loader import build_loader, set_epoch
 from gdn.data.transforms import model_input
 from gdn.engine import distributed as D
 from gdn.engine.checkpoint import (
     BEST,
     LAST,
+    LAST_PREV,
     CheckpointError,
     clean_state_dict,
     find_resume_checkpoint,
@@ -56,33 +67,65 @@ from gdn.engine.checkpoint import (
     unwrap_model,
     versions,
 )
+from gdn.engine.evaluate import autocast_context, evaluate, resolve_amp
+from gdn.engine.weights import load_weights
+from gdn.errors import GdnError
 from gdn.models import create_model
+from gdn.models.fast import to_channels_last
+from gdn.models.registry import model_options
 
 log = logging.getLogger(__name__)
 
+# What a run writes into its folder; a folder holding one of the first three holds a run.
+RUN_FILES = (LAST, BEST, "metrics.jsonl", LAST_PREV, "config.yaml", "curves.png", "tb")
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(GdnError, RuntimeError):
     """The loss became NaN or infinite; raised before the optimizer step, so no weight is spoiled."""
 
+    exit_code = 1
 
-class TrainingInterrupted(RuntimeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was saved at the next step boundary.
+
+class TrainingInterrupted(GdnError, RuntimeError):
+    """SIGTERM or SIGINT arrived; a checkpoint was saved at the next step boundary (or, after a
+    second Ctrl-C, the previous checkpoint was left as it was).
 
     `exit_code` is 128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports.
     """
 
-    def __init__(self, signum: int, checkpoint: Path | None):
-        self.signum, self.checkpoint = signum, checkpoint
+    kind = "stopped"
+
+    def __init__(self, signum: int, message: str):
+        self.signum = signum
         self.exit_code = 128 + signum
-        where = f"; saved {checkpoint}, continue with --resume auto" if checkpoint else ""
-        super().__init__(f"training interrupted by {signal.Signals(signum).name}{where}")
+        super().__init__(message)
 
 
 # ---------------------------------------------------------------------------- building blocks
-def build_datasets(cfg: Config):
-    """The training and validation datasets described by `cfg.data` (same classes in both)."""
-    from gdn.data.datasets import build_dataset
+def check_model(cfg: Config) -> None:
+    """Build `cfg.model` on the meta device (no memory, no weights) so that a bad option fails
+    in milliseconds, before any data is read."""
+    options = cfg.model.options
+    valid = model_options(cfg.model.name)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"model.options.{unknown[0]}: '{cfg.model.name}' has no option '{unknown[0]}'{hint}; "
+            f"valid options: {', '.join(sorted(valid))}"
+        )
+    try:
+        # fork_rng: building the check model must not draw from the generator the real one uses.
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            create_model(cfg.model.name, num_classes=2, dropout=cfg.model.dropout, **options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.options of '{cfg.model.name}' ({options}): {e}") from None
 
+
+def build_datasets(cfg: Config) -> tuple[VideoDataset, VideoDataset]:
+    """The training and validation datasets described by `cfg.data` (same classes in both).
+    Reads the annotations only; `count_video_frames` is left to the caller."""
     d = cfg.data
     # Frame counts of webm files (which store none) are read from / kept in this folder.
     cache_dir = d.cache_dir or cfg.out
@@ -92,14 +135,23 @@ def build_datasets(cfg: Config):
     train_ds = build_dataset(d.dataset, d.root, d.train_split, train=True, flip=d.flip,
                              list_file=d.train_list, max_bad_fraction=d.max_bad_fraction, **common)
     val_ds = build_dataset(d.dataset, d.root, d.val_split, train=False, list_file=d.val_list, **common)
-    for ds in (train_ds, val_ds):
-        ds.count_video_frames()  # once here, not in every worker
     if list(val_ds.classes) != list(train_ds.classes):
-        raise ValueError(
+        raise ConfigError(
             f"the {d.train_split} and {d.val_split} splits under {d.root} list different classes "
             f"({len(train_ds.classes)} vs {len(val_ds.classes)}); check data.classes_file / label_order"
         )
     return train_ds, val_ds
+
+
+def build_model(cfg: Config, num_classes: int, fresh: bool) -> nn.Module:
+    """`cfg.model` with `num_classes` outputs; a `fresh` run (not a resume) also loads its
+    initial weights (ImageNet `pretrained` or a checkpoint to fine-tune, `init_from`)."""
+    m = cfg.model
+    model = create_model(m.name, num_classes=num_classes, dropout=m.dropout,
+                         pretrained=m.pretrained if fresh else None, **m.options)
+    if fresh and m.init_from:
+        log.info("%s", load_weights(model, m.init_from, reset_head=m.reset_head))
+    return model
 
 
 def param_groups(model: nn.Module, weight_decay: float, fc_lr_mult: float) -> list[dict]:
@@ -154,55 +206,42 @@ def lr_factor(cfg: Config, epoch_progress: float) -> float:
     return t.lr_gamma ** sum(epoch_progress >= m for m in t.lr_steps)  # step decay at epoch boundaries
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """Mixed precision on CUDA only: "auto" -> bf16 there; anything -> "none" on the CPU."""
-    if device.type != "cuda":
-        if amp in ("bf16", "fp16"):
-            log.info("train.amp=%s applies on CUDA only; training in fp32 on %s", amp, device)
-        return "none"
-    return "bf16" if amp == "auto" else amp
+class StopRequest:
+    """SIGTERM/SIGINT turned into a request (`signum`) honoured at the next optimizer step.
 
-
-def to_channels_last(model: nn.Module) -> None:
-    """channels_last for the 2D convs (4-D weights), channels_last_3d for the 3D ones."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
-        elif p.dim() == 5:
-            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """Turn SIGTERM/SIGINT into a request (`flag.signum`) honoured at the next step boundary.
-
-    A second SIGINT aborts at once. Only the main thread can install handlers; elsewhere the
-    context is a no-op.
+    A second Ctrl-C stops at once (KeyboardInterrupt) unless a checkpoint is being written
+    (`saving`), which then finishes first; checkpoints are written atomically, so an abort
+    anywhere leaves the previous one intact. Data-loader workers ignore SIGINT
+    (`gdn.data.loader.init_worker`): only this process decides how to stop.
     """
 
-    class Flag:
-        signum: int | None = None
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.saving = False
 
-    flag = Flag()
+    def __call__(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT and not self.saving:
+                raise KeyboardInterrupt
+            return
+        log.warning("%s received: saving a checkpoint at the next step, then stopping "
+                    "(Ctrl-C again: stop now, keeping the previous checkpoint)", signal.Signals(signum).name)
+        self.signum = signum
 
-    def handler(signum, frame):
-        if flag.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        log.warning("%s received: saving a checkpoint at the next step, then stopping",
-                    signal.Signals(signum).name)
-        flag.signum = signum
-
-    previous = {}
-    try:
-        for s in (signal.SIGTERM, signal.SIGINT):
-            previous[s] = signal.signal(s, handler)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    @contextlib.contextmanager
+    def installed(self):
+        """Install the handler for SIGTERM and SIGINT (main thread only; a no-op elsewhere)."""
+        previous = {}
+        try:
+            for s in (signal.SIGTERM, signal.SIGINT):
+                previous[s] = signal.signal(s, self)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 def read_history(path: Path, upto_epoch: int) -> list[dict]:
@@ -225,7 +264,7 @@ def read_history(path: Path, upto_epoch: int) -> list[dict]:
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss, accuracy and lr per epoch, as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
+    import matplotlib  # here, not at the top: only the end of a run draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -240,8 +279,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
         axes[1].plot(*zip(*val), marker="o", label="val top-1")
     axes[1].set(title="accuracy (%)", xlabel="epoch")
     axes[1].legend()
-    axes[2].plot(epochs, [h["lr"] for h in history], marker="o")
-    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", yscale="log")
+    lrs = [h["lr"] for h in history]
+    axes[2].plot(epochs, lrs, marker="o")
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch",
+                yscale="log" if min(lrs) > 0 else "linear")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -249,68 +290,168 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def _tensorboard(folder: Path):
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency
+    except ImportError:
         return None
     return SummaryWriter(str(folder))
 
 
+# ---------------------------------------------------------------------------- run folder and resume
+def holds_run(out: Path) -> bool:
+    """`out` holds an earlier run: a checkpoint or metrics that a fresh start would replace."""
+    metrics = out / "metrics.jsonl"
+    return (out / LAST).exists() or (out / BEST).exists() or (metrics.is_file() and metrics.stat().st_size > 0)
+
+
+def prepare_run_folder(out: Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse to start a fresh run over an earlier one unless told to; with `overwrite`, remove
+    the earlier run's files (only those a run writes) first."""
+    if resume is not None or not holds_run(out):
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run (checkpoints or metrics); continue it with --resume auto, "
+            f"start again in it with --overwrite, or choose another --out"
+        )
+    log.warning("--overwrite: removing the earlier run in %s", out)
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def find_checkpoint(out: Path, resume: str | None) -> tuple[Path, dict] | tuple[None, None]:
+    """The checkpoint to continue from: none for a fresh run, the newest readable one of `out`
+    for "auto" (none if the folder has none), or the one at the path `resume`."""
+    if resume is None:
+        return None, None
+    if resume == "auto":
+        found = find_resume_checkpoint(out)
+        if found is None:
+            log.info("no checkpoint in %s: starting a fresh run", out)
+            return None, None
+        return found
+    return Path(resume), load_checkpoint(resume)
+
+
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint records and a resumed run restores."""
+
+    epoch: int = 0                   # completed epochs (the current epoch's 0-based index)
+    step: int = 0                    # batches done in the current epoch
+    global_step: int = 0             # optimizer steps since the start
+    best_top1: float | None = None
+    history: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)  # this rank's running sums of the current epoch
+
+
+def new_epoch_stats() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0, "time": 0.0}
+
+
+def restore(ckpt: dict | None, path: Path | None, model: nn.Module, optimizer, scaler,
+            classes: list[str]) -> Progress:
+    """The one restore step: the model, optimizer, scaler, position, history and (last, so
+    that nothing draws in between) every random generator of this rank. Fresh: a new Progress."""
+    if ckpt is None:
+        return Progress(stats=new_epoch_stats())
+    if ckpt.get("classes") and list(ckpt["classes"]) != classes:
+        raise CheckpointError(f"{path}: the checkpoint was trained on other classes than the dataset lists; "
+                              "resume with the run's own data, or start a new run")
+    rank, world_size = D.get_rank(), D.get_world_size()
+    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    per_rank_stats = ckpt["metrics"].get("epoch_stats") if ckpt["step"] else None
+    per_rank_rng = ckpt.get("rng_per_rank") or []
+    # The epochs before the checkpoint, from the run it belongs to (possibly another folder).
+    progress = Progress(epoch=ckpt["epoch"], step=ckpt["step"], global_step=ckpt["global_step"],
+                        best_top1=ckpt.get("best_top1"),
+                        history=read_history(path.parent / "metrics.jsonl", ckpt["epoch"]),
+                        stats=dict(per_rank_stats[rank] if len(per_rank_stats) == world_size else per_rank_stats[0])
+                        if per_rank_stats else new_epoch_stats())
+    # Dropout continues exactly where the stopped run was, on every rank.
+    set_rng_state(per_rank_rng[rank] if len(per_rank_rng) == world_size else ckpt["rng"])
+    log.info("resuming from %s at epoch %d, step %d", path, progress.epoch + 1, progress.step)
+    return progress
+
+
 # ---------------------------------------------------------------------------- the loop
-def train(cfg: Config, resume: str | None = None) -> dict:
+def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False) -> dict:
     """Train `cfg.model` on `cfg.data` with `cfg.train`, writing the run to `cfg.out`.
 
     Args:
         cfg: the run's configuration.
         resume: None (fresh run), "auto" (continue from `cfg.out`'s newest readable `last.pt`,
             or start fresh when there is none) or the path of a checkpoint.
+        overwrite: start a fresh run in a folder that holds an earlier one (its files go).
 
     Returns:
         {"best_top1", "final" (the last epoch's metrics), "history", "run_dir", "last", "best",
          "classes", "epochs", "model" (the trained model, unwrapped, on its device)}.
 
     Raises:
+        ConfigError: a bad model option, or `cfg.out` holds a run and neither `resume` nor
+            `overwrite` says what to do with it.
         TrainingInterrupted: SIGTERM/SIGINT (after saving a checkpoint).
         NonFiniteLossError: NaN/inf loss (before the optimizer step; checkpoints untouched).
         TooManyBadSamples: more unreadable videos in an epoch than data.max_bad_fraction.
     """
+    out = Path(cfg.out)
+    check_model(cfg)  # before anything is read or written
+    prepare_run_folder(out, resume, overwrite)
     owns_group = not D.is_distributed()
     device = D.init_distributed(cfg.device)
+    before = set(out.iterdir()) if out.is_dir() else None  # None: this run creates the folder
+    started = False  # the first checkpoint is written: the folder holds a run from then on
+
+    def on_start():
+        nonlocal started
+        started = True
+
     try:
-        return _train(cfg, resume, device)
+        return _train(cfg, resume, device, on_start)
+    except BaseException:
+        if not started and D.is_main():
+            _remove_failed_start(out, before)
+        raise
     finally:
         gc.unfreeze()  # undo the freeze before the loader forked (see _train)
         if owns_group:
             D.cleanup()
 
 
-def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
-    from gdn.data.datasets import TooManyBadSamples, check_bad_fraction
-    from gdn.data.loader import build_loader, set_epoch
-    from gdn.engine.evaluate import autocast_context, evaluate
+def _remove_failed_start(out: Path, before: set[Path] | None) -> None:
+    """Remove what a start that failed before its first checkpoint created in `out` (config,
+    metrics, frame-count cache, TensorBoard folder), and `out` itself if it created that."""
+    if not out.is_dir():
+        return
+    for path in set(out.iterdir()) - (before or set()):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if before is None and not any(out.iterdir()):
+        out.rmdir()
 
+
+def _train(cfg: Config, resume: str | None, device: torch.device, on_start) -> dict:
     t = cfg.train
     rank, world_size = D.get_rank(), D.get_world_size()
     main = rank == 0
+    distributed = D.is_distributed()
     out = Path(cfg.out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
 
-    # -- resume: find the checkpoint first, so a bad path fails before any work
-    ckpt, resume_path = None, None
-    if resume == "auto":
-        found = find_resume_checkpoint(out)
-        if found is not None:
-            resume_path, ckpt = found
-            log.info("resuming from %s (epoch %d, step %d)", resume_path, ckpt["epoch"], ckpt["step"])
-        else:
-            log.info("no checkpoint in %s: starting a fresh run", out)
-    elif resume:
-        resume_path, ckpt = Path(resume), load_checkpoint(resume)
-        log.info("resuming from %s (epoch %d, step %d)", resume, ckpt["epoch"], ckpt["step"])
+    # -- what to continue from: a bad path fails before any work
+    resume_path, ckpt = find_checkpoint(out, resume)
     if ckpt is not None and ckpt["config"].get("model", {}).get("name") != cfg.model.name:
         raise CheckpointError(
-            f"the checkpoint holds model '{ckpt['config']['model']['name']}' but the config asks for "
-            f"'{cfg.model.name}'; resume with the run's own config.yaml"
+            f"{resume_path}: the checkpoint holds model '{ckpt['config']['model']['name']}' but the config "
+            f"asks for '{cfg.model.name}'; resume with the run's own config.yaml"
         )
 
     # Different seeds per rank: dropout differs between processes; DDP syncs the initial weights.
@@ -318,10 +459,14 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
     np.random.seed(t.seed + rank)
     random.seed(t.seed + rank)
 
-    # -- data
+    # -- data (annotations), the model and its initial weights, then the frame counts
     train_ds, val_ds = build_datasets(cfg)
     classes = list(train_ds.classes)
-    distributed = D.is_distributed()
+    model = build_model(cfg, len(classes), fresh=ckpt is None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    for ds in (train_ds, val_ds):
+        ds.count_video_frames()  # once here, not in every worker
     train_loader = build_loader(train_ds, t.batch_size, train=True, workers=cfg.data.workers,
                                 seed=t.seed, distributed=distributed)
     val_loader = build_loader(val_ds, t.batch_size, train=False, workers=cfg.data.workers,
@@ -329,19 +474,11 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
     set_epoch(train_loader, 0)
     steps_per_epoch = len(train_loader)  # batches per epoch and rank (the last partial one dropped)
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"the {cfg.data.train_split} split has {len(train_ds)} videos, fewer than one batch of "
             f"{t.batch_size} x {world_size} processes; lower train.batch_size"
         )
 
-    # -- model
-    model = create_model(cfg.model.name, num_classes=len(classes), dropout=cfg.model.dropout,
-                         pretrained=None if ckpt is not None else cfg.model.pretrained,
-                         **cfg.model.options)
-    if ckpt is None and cfg.model.init_from:
-        from gdn.engine.weights import load_weights
-
-        log.info("%s", load_weights(model, cfg.model.init_from, reset_head=cfg.model.reset_head))
     frozen_bn = partial_bn(model) if t.partial_bn else []
     if t.sync_bn and distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -359,187 +496,176 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
     optimizer = torch.optim.SGD(param_groups(model, t.weight_decay, t.fc_lr_mult), lr=base_lr,
                                 momentum=t.momentum)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-    log.info("%s: %d classes, %d train / %d val videos, effective batch %d, lr %.4g, amp %s, %s x %d",
-             cfg.model.name, len(classes), len(train_ds), len(val_ds), cfg.effective_batch_size(world_size),
-             base_lr, amp, device, world_size)
-
-    # -- state to continue from
-    start_epoch, start_step, global_step, best_top1 = 0, 0, 0, None
-    epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0, "time": 0.0}
-    if ckpt is not None:
-        model.load_state_dict(clean_state_dict(ckpt["model"]))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, start_step, global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
-        best_top1 = ckpt.get("best_top1")
-        if start_step:  # the running sums of the interrupted epoch, one dict per rank
-            per_rank = ckpt["metrics"]["epoch_stats"]
-            epoch_stats = dict(per_rank[rank]) if len(per_rank) == world_size else dict(per_rank[0])
-        if ckpt.get("classes") and list(ckpt["classes"]) != classes:
-            raise CheckpointError("the checkpoint was trained on other classes than the dataset lists")
-    # The epochs before the checkpoint, from the run it belongs to (possibly another folder).
-    history = read_history(resume_path.parent / "metrics.jsonl", start_epoch) if ckpt is not None else []
-
     train_model: nn.Module = model
     if distributed:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         train_model = torch.compile(train_model)
+    progress = restore(ckpt, resume_path, model, optimizer, scaler, classes)
+    log.info("%s: %d classes, %d train / %d val videos, effective batch %d, lr %.4g, amp %s, %s x %d",
+             cfg.model.name, len(classes), len(train_ds), len(val_ds), cfg.effective_batch_size(world_size),
+             base_lr, amp, device, world_size)
 
     # -- run folder (rank 0): config, metrics (trimmed to the resumed epoch), TensorBoard
     tb = None
     if main:
         cfg.save_yaml(out / "config.yaml")
         with open(out / "metrics.jsonl", "w") as f:
-            f.writelines(json.dumps(h) + "\n" for h in history)
+            f.writelines(json.dumps(h) + "\n" for h in progress.history)
         tb = _tensorboard(out / "tb")
 
-    def checkpoint(epoch: int, step: int, metrics: dict) -> dict | None:
-        """The state to save (on rank 0; None elsewhere). Call on every rank: the random
-        generators of all ranks are gathered, so each continues its own stream on resume."""
+    def save(metrics: dict, *, best: bool = False) -> None:
+        """Checkpoint `progress` as last.pt (the previous one kept as last.prev.pt) and, when
+        `best`, as best.pt. Call on every rank: the random generators of all ranks are gathered,
+        so each continues its own stream on resume; rank 0 writes."""
         rng = D.all_gather_object(get_rng_state())
-        if not main:
-            return None
-        return {
-            "model": clean_state_dict(model.state_dict()), "optimizer": optimizer.state_dict(),
-            "scheduler": {"schedule": t.schedule, "base_lr": base_lr,
-                          "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_mult"]},
-            "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
-            "rng": rng[0], "rng_per_rank": rng, "config": cfg.to_dict(), "classes": classes, "versions": versions(),
-            "best_top1": best_top1, "metrics": metrics,
-        }
+        if main:
+            state = {
+                "model": clean_state_dict(model.state_dict()), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": progress.epoch, "step": progress.step,
+                "global_step": progress.global_step, "rng": rng[0], "rng_per_rank": rng,
+                "config": cfg.to_dict(), "classes": classes, "versions": versions(),
+                "best_top1": progress.best_top1, "metrics": metrics,
+            }
+            save_checkpoint(out / LAST, state, keep_previous=True)
+            if best:
+                save_checkpoint(out / BEST, state)
+        on_start()
 
     show_progress = main and sys.stderr.isatty()
     # Loader workers fork from this process: objects frozen here stay shared instead of being
     # copied page by page as the workers' reference counting touches them (docs/reliability.md).
     gc.collect()
     gc.freeze()
-    with stop_on_signals() as stop:
-        for epoch in range(start_epoch, t.epochs):
-            resumed_mid_epoch = epoch == start_epoch and start_step > 0
-            first_step = start_step if epoch == start_epoch else 0
-            if not resumed_mid_epoch:
-                epoch_stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0, "time": 0.0}
-            set_epoch(train_loader, epoch, start_batch=first_step)
-            train_mode(model, frozen_bn)
-            if epoch == start_epoch and ckpt is not None:
-                # dropout continues exactly where the stopped run was, on every rank
-                per_rank = ckpt.get("rng_per_rank") or []
-                set_rng_state(per_rank[rank] if len(per_rank) == world_size else ckpt["rng"])
-            # A DataLoader draws a worker seed from the global generator when it (re)starts its
-            # workers, which a resumed run does at other times than an uninterrupted one. The
-            # dataset seeds its augmentation from (seed, epoch, index) instead, so keep that draw
-            # off the global generator: dropout then sees the same numbers in both runs.
-            with torch.random.fork_rng(devices=[]):
-                batches = iter(train_loader)
-            t0 = time.perf_counter()
-            bar = tqdm(batches, total=steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{t.epochs}",
-                       disable=not show_progress, dynamic_ncols=True, leave=False)
-            step = first_step
-            for batch in bar:
-                clip = model_input(batch["clip"], device)  # uint8 (B, C, T, H, W) -> normalised float
-                label = batch["label"].to(device, non_blocking=True)
-                # The optimizer steps every `accumulate` batches and at the end of the epoch.
-                last_micro = (step + 1) % t.accumulate == 0 or step + 1 == steps_per_epoch
-                sync = contextlib.nullcontext() if last_micro or not distributed else train_model.no_sync()
-                with sync:
-                    with autocast_context(device, amp):
-                        logits = train_model(clip)
-                    loss = F.cross_entropy(logits.float(), label)
-                    # Stop before backward and the optimizer step when the loss blew up (on any
-                    # rank), so no weight is spoiled and the last checkpoint stays the good one.
-                    nonfinite = not bool(torch.isfinite(loss))
-                    flags = D.all_reduce_sum([float(nonfinite), float(stop.signum is not None)])
-                    if flags[0] > 0:
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1} of "
-                            f"{steps_per_epoch}; the weights and {out / LAST} are from before it. "
-                            "Lower train.lr, enable clip_grad or check the data"
-                        )
-                    scaler.scale(loss / t.accumulate).backward()
-                if last_micro:
-                    lr = base_lr * lr_factor(cfg, epoch + step / steps_per_epoch)
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr * g["lr_mult"]
-                    if t.clip_grad:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    global_step += 1
-                step += 1
-                epoch_stats["loss_sum"] += loss.item() * label.shape[0]
-                epoch_stats["correct"] += int((logits.argmax(1) == label).sum())
-                epoch_stats["seen"] += label.shape[0]
-                epoch_stats["skipped"] += int(torch.as_tensor(batch.get("num_skipped", 0)).sum())
-                if show_progress:
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
-                # A signal is honoured at an optimizer-step boundary (all ranks agree via `flags`).
-                if flags[1] > 0 and last_micro and step < steps_per_epoch:
-                    epoch_stats["time"] += time.perf_counter() - t0
-                    path = out / LAST
-                    state = checkpoint(epoch, step, {"epoch_stats": D.all_gather_object(epoch_stats)})
-                    if main:
-                        save_checkpoint(path, state, keep_previous=True)
-                        log.info("saved %s at epoch %d, step %d", path, epoch + 1, step)
-                    D.barrier()
-                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, path)
-            bar.close()
-            epoch_stats["time"] += time.perf_counter() - t0
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            while progress.epoch < t.epochs:
+                epoch = progress.epoch
+                set_epoch(train_loader, epoch, start_batch=progress.step)
+                train_mode(model, frozen_bn)
+                # A DataLoader draws a worker seed from the global generator when it (re)starts its
+                # workers, which a resumed run does at other times than an uninterrupted one. The
+                # dataset seeds its augmentation from (seed, epoch, index) instead, so keep that draw
+                # off the global generator: dropout then sees the same numbers in both runs.
+                with torch.random.fork_rng(devices=[]):
+                    batches = iter(train_loader)
+                # Running sums stay on the device (reading them would wait for the GPU every step),
+                # continuing from the restored ones in the order an uninterrupted run adds them.
+                loss_sum = torch.tensor(progress.stats["loss_sum"], dtype=torch.float64, device=device)
+                correct = torch.tensor(progress.stats["correct"], dtype=torch.int64, device=device)
+                t0 = time.perf_counter()
+                bar = tqdm(batches, total=steps_per_epoch, initial=progress.step,
+                           desc=f"epoch {epoch + 1}/{t.epochs}", disable=not show_progress,
+                           dynamic_ncols=True, leave=False)
+                for batch in bar:
+                    clip = model_input(batch["clip"], device)  # uint8 (B, C, T, H, W) -> normalised float
+                    label = batch["label"].to(device, non_blocking=True)
+                    # The optimizer steps every `accumulate` batches and at the end of the epoch.
+                    last_micro = (progress.step + 1) % t.accumulate == 0 or progress.step + 1 == steps_per_epoch
+                    no_sync = train_model.no_sync() if distributed and not last_micro else contextlib.nullcontext()
+                    with no_sync:
+                        with autocast_context(device, amp):
+                            logits = train_model(clip)
+                        loss = F.cross_entropy(logits.float(), label)
+                        # The one host synchronisation of a step, for two decisions every rank must
+                        # share: stop before backward when the loss blew up on any rank (no weight is
+                        # spoiled, the last checkpoint stays the good one), and stop on a signal.
+                        flags = D.all_reduce_sum([float(not torch.isfinite(loss)), float(stop.signum is not None)])
+                        if flags[0] > 0:
+                            raise NonFiniteLossError(
+                                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {progress.step + 1} "
+                                f"of {steps_per_epoch}; the weights and {out / LAST} are from before it. "
+                                "Lower train.lr, enable clip_grad or check the data"
+                            )
+                        scaler.scale(loss / t.accumulate).backward()
+                    if last_micro:
+                        lr = base_lr * lr_factor(cfg, epoch + progress.step / steps_per_epoch)
+                        for g in optimizer.param_groups:
+                            g["lr"] = lr * g["lr_mult"]
+                        if t.clip_grad:
+                            scaler.unscale_(optimizer)
+                            nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                        progress.global_step += 1
+                    progress.step += 1
+                    loss_sum += loss.detach().double() * label.shape[0]
+                    correct += (logits.argmax(1) == label).sum()
+                    progress.stats["seen"] += label.shape[0]
+                    progress.stats["skipped"] += int(torch.as_tensor(batch.get("num_skipped", 0)).sum())
+                    if show_progress and progress.step % 10 == 0:
+                        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+                    # A signal is honoured at an optimizer-step boundary (all ranks agree via `flags`).
+                    if flags[1] > 0 and last_micro and progress.step < steps_per_epoch:
+                        progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
+                                              loss_sum=loss_sum.item(), correct=int(correct))
+                        stop.saving = True
+                        save({"epoch_stats": D.all_gather_object(progress.stats)})
+                        D.barrier()
+                        where = f"epoch {epoch + 1}, step {progress.step} of {steps_per_epoch}"
+                        log.info("saved %s at %s", out / LAST, where)
+                        raise TrainingInterrupted(stop.signum or signal.SIGTERM,
+                                                  f"training interrupted by {signal.Signals(stop.signum).name} at "
+                                                  f"{where}; saved {out / LAST}, continue with --resume auto")
+                bar.close()
+                progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
+                                      loss_sum=loss_sum.item(), correct=int(correct))
 
-            # -- end of epoch: statistics over all ranks, bad samples, validation, checkpoints
-            loss_sum, correct, seen, skipped = D.all_reduce_sum(
-                [epoch_stats["loss_sum"], epoch_stats["correct"], epoch_stats["seen"], epoch_stats["skipped"]]
-            ).tolist()
-            try:
-                check_bad_fraction(int(skipped), int(seen), cfg.data.max_bad_fraction, min_seen=0)
-            except TooManyBadSamples as e:
-                raise TooManyBadSamples(f"epoch {epoch + 1}: {e}") from None
-            record: dict[str, Any] = {
-                "epoch": epoch + 1, "global_step": global_step, "loss": loss_sum / seen,
-                "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_mult"],
-                "train_top1": 100.0 * correct / seen,
-                "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None,
-                "clips_per_s": seen / max(epoch_stats["time"], 1e-9), "time": epoch_stats["time"],
-                "num_skipped": int(skipped),
-            }
-            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-                with torch.random.fork_rng(devices=[]):  # as above: the loader's seed draw
-                    result = evaluate(unwrap_model(train_model), val_loader, device, amp=amp,
-                                      distributed=distributed, num_classes=len(classes), desc="val")
-                record.update(val_top1=result.top1, val_top5=result.top5,
-                              val_mean_class_accuracy=result.mean_class_accuracy)
-            improved = record["val_top1"] is not None and (best_top1 is None or record["val_top1"] > best_top1)
-            if improved:
-                best_top1 = record["val_top1"]
-            history.append(record)
-            log.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, %.1f clips/s",
-                     epoch + 1, t.epochs, record["loss"], record["train_top1"],
-                     "-" if record["val_top1"] is None else f"{record['val_top1']:.2f}", record["clips_per_s"])
-            state = checkpoint(epoch + 1, 0, record)
-            if main:
-                save_checkpoint(out / LAST, state, keep_previous=True)
+                # -- end of epoch: statistics over all ranks, bad samples, validation, checkpoints
+                s = progress.stats
+                loss_total, correct_total, seen, skipped = D.all_reduce_sum(
+                    [s["loss_sum"], s["correct"], s["seen"], s["skipped"]]).tolist()
+                try:
+                    check_bad_fraction(int(skipped), int(seen), cfg.data.max_bad_fraction, min_seen=0)
+                except TooManyBadSamples as e:
+                    raise TooManyBadSamples(f"epoch {epoch + 1}: {e}") from None
+                record: dict[str, Any] = {
+                    "epoch": epoch + 1, "global_step": progress.global_step, "loss": loss_total / seen,
+                    "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_mult"],
+                    "train_top1": 100.0 * correct_total / seen,
+                    "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None,
+                    "clips_per_s": seen / max(s["time"], 1e-9), "time": s["time"], "num_skipped": int(skipped),
+                }
+                if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                    with torch.random.fork_rng(devices=[]):  # as above: the loader's seed draw
+                        result = evaluate(unwrap_model(train_model), val_loader, device, amp=amp,
+                                          distributed=distributed, num_classes=len(classes), desc="val")
+                    record.update(val_top1=result.top1, val_top5=result.top5,
+                                  val_mean_class_accuracy=result.mean_class_accuracy)
+                improved = record["val_top1"] is not None and (
+                    progress.best_top1 is None or record["val_top1"] > progress.best_top1)
                 if improved:
-                    save_checkpoint(out / BEST, state)
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if tb is not None:
-                    for k, v in record.items():
-                        if isinstance(v, (int, float)) and k != "epoch":
-                            tb.add_scalar(k, v, epoch + 1)
-                    tb.flush()
-            D.barrier()
-            start_step = 0
+                    progress.best_top1 = record["val_top1"]
+                progress.history.append(record)
+                progress.epoch, progress.step, progress.stats = epoch + 1, 0, new_epoch_stats()
+                log.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, %.1f clips/s",
+                         epoch + 1, t.epochs, record["loss"], record["train_top1"],
+                         "-" if record["val_top1"] is None else f"{record['val_top1']:.2f}", record["clips_per_s"])
+                save(record, best=improved)
+                if main:
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if tb is not None:
+                        for k, v in record.items():
+                            if isinstance(v, (int, float)) and k != "epoch":
+                                tb.add_scalar(k, v, epoch + 1)
+                        tb.flush()
+                D.barrier()
+    except KeyboardInterrupt:
+        last = out / LAST
+        kept = f"the last checkpoint {last} is as it was" if last.exists() else "no checkpoint was written"
+        raise TrainingInterrupted(signal.SIGINT, f"training interrupted at once by a second Ctrl-C; {kept}"
+                                  + (", continue with --resume auto" if last.exists() else "")) from None
 
     if main:
         if tb is not None:
             tb.close()
-        if history:
-            plot_curves(history, out / "curves.png")
+        if progress.history:
+            plot_curves(progress.history, out / "curves.png")
     return {
-        "best_top1": best_top1, "final": history[-1] if history else {}, "history": history,
-        "run_dir": str(out), "last": str(out / LAST), "best": str(out / BEST),
+        "best_top1": progress.best_top1, "final": progress.history[-1] if progress.history else {},
+        "history": progress.history, "run_dir": str(out), "last": str(out / LAST), "best": str(out / BEST),
         "classes": classes, "epochs": t.epochs, "model": model,
     }

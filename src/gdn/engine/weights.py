@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from gdn.engine.checkpoint import CheckpointError, clean_state_dict, load_checkpoint
+from gdn.errors import GdnError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["WeightsMismatchError", "WeightsReport", "load_weights"]
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(GdnError, ValueError):
     """The source's parameters do not fit the model; the message lists every offending key."""
 
 

@@ -127,6 +127,19 @@ def temporal_shift_channels_last(x: torch.Tensor, num_frames: int, fold_div: int
     return torch.cat([back, fwd, v[..., 2 * fold:]], dim=-1).flatten(0, 1).permute(0, 3, 1, 2)
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Channels-last weights, in place: `channels_last` for the 4-D kernels of 2D convs and
+    `channels_last_3d` for the 5-D kernels of 3D convs (a channels-last frame batch seen as
+    clips is channels-last-3d, so both kinds read their input without a transposing copy).
+    Returns the model."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        elif p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return model
+
+
 def compile_for_inference(model: nn.Module) -> nn.Module:
     """`torch.compile` for evaluation and prediction: inductor with freezing, which treats the
     weights as constants (BatchNorm folded into the convs, oneDNN weight prepacking on CPU,

@@ -4,6 +4,7 @@ and the benchmarks alike. Each entrypoint is a few lines that fix the architectu
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -52,6 +53,19 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
 
         load_imagenet(model, pretrained, depth=_depth_of(name))
     return model
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword arguments `create_model(name, ...)` accepts (its entrypoint's, and
+    `VideoResNet`'s when the entrypoint passes keywords on), for checking a config's
+    `model.options` before anything is built."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
+    params = inspect.signature(_MODELS[name]).parameters
+    names = {k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names |= set(inspect.signature(VideoResNet).parameters)
+    return sorted(names - {"num_classes"})
 
 
 def _depth_of(name: str) -> int | None:
