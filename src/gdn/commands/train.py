@@ -96,7 +96,7 @@ def run(args) -> int:
     from gdn.data.decode import DecodeError
     from gdn.engine.checkpoint import CheckpointError
     from gdn.engine.train import NonFiniteLossError, TrainingInterrupted, train
-    from gdn.engine.weights import WeightsMismatchError
+    from gdn.models.weights import WeightsMismatchError
 
     try:
         cfg = build_config(args)

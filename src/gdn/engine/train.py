@@ -339,7 +339,7 @@ def _train(cfg: Config, resume: str | None, device: torch.device) -> dict:
                          pretrained=None if ckpt is not None else cfg.model.pretrained,
                          **cfg.model.options)
     if ckpt is None and cfg.model.init_from:
-        from gdn.engine.weights import load_weights
+        from gdn.models.weights import load_weights
 
         log.info("%s", load_weights(model, cfg.model.init_from, reset_head=cfg.model.reset_head))
     frozen_bn = partial_bn(model) if t.partial_bn else []
