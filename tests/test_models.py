@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gdn
-from gdn.models.layers import GDM, ConvMaker, TemporalShift, VideoConv3d, split_channels
+from gdn.models.layers import GDM, TemporalShift, VideoConv3d, split_channels
 from gdn.models.profile import TABLE1_PAPER, block_weight_factors, count_params, profile_model
 
 torch.set_num_threads(1)

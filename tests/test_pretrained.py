@@ -1,11 +1,12 @@
-"""ImageNet initialisation from torchvision-format 2D ResNet state dicts made by the test."""
+"""Loading weights (gdn.models.weights): ImageNet initialisation from torchvision-format 2D
+ResNet state dicts made by the test, and sources that match nothing."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import gdn
-from gdn.models.pretrained import load_imagenet
+from gdn.models.weights import CheckpointError, WeightsMismatchError, detect_format, load_weights
 
 torch.set_num_threads(1)
 
@@ -97,7 +98,7 @@ def test_gdm_groups_take_slices_inflation_and_keep_temporal_random(tmp_path):
     torch.manual_seed(1)
     model = gdn.create_model("gdn_r50", num_classes=174)
     t_before = model.layer3[1].conv2.t.weight.clone()
-    report = load_imagenet(model, _save(sd, tmp_path))
+    report = load_weights(model, _save(sd, tmp_path), format="torchvision")
     w2d = sd["layer3.1.conv2.weight"]  # (256, 256, 3, 3): groups 64 / 128 / 64
     conv2 = model.layer3[1].conv2
     torch.testing.assert_close(conv2.s.weight, w2d[64:192, 64:192], rtol=0, atol=0)
@@ -117,7 +118,7 @@ def test_inflated_3d_and_2plus1d_makers(tmp_path):
     i3d = gdn.create_model("i3d_r50", pretrained=path)
     torch.testing.assert_close(i3d.layer1[0].conv2.weight, sd["layer1.0.conv2.weight"].unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
     r21 = gdn.create_model("r2plus1d_r50")
-    report = load_imagenet(r21, path)
+    report = load_weights(r21, path, format="torchvision")
     torch.testing.assert_close(r21.layer2[1].conv2.spatial.weight, sd["layer2.1.conv2.weight"])
     assert "layer2.1.conv2.temporal.weight" in report.random_init
 
@@ -128,7 +129,7 @@ def test_wrapped_state_dicts_and_reports(tmp_path):
     del wrapped["state_dict"]["module.layer1.0.bn1.weight"]
     wrapped["state_dict"]["module.extra.weight"] = torch.zeros(1)
     model = gdn.create_model("tsn_r18", num_classes=5)
-    report = load_imagenet(model, _save(wrapped, tmp_path))
+    report = load_weights(model, _save(wrapped, tmp_path), format="torchvision")
     assert report.missing == ["layer1.0.bn1.weight"]
     assert report.unexpected == ["extra.weight"]
     assert report.head_reset == []
@@ -141,12 +142,86 @@ def test_wrong_depth_is_an_error(tmp_path):
         gdn.create_model("gdn_r50", pretrained=path)
 
 
-def test_missing_file_names_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+def test_missing_or_unreadable_file_names_it(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pth: weights file not found"):
         gdn.create_model("gdn_tiny", pretrained=str(tmp_path / "nope.pth"))
+    text = tmp_path / "text.pth"
+    text.write_text("not a tensor file")
+    with pytest.raises(CheckpointError, match=f"{text}: weights file is truncated or corrupt"):
+        gdn.create_model("gdn_tiny", pretrained=str(text))
 
 
 def _save(obj, tmp_path) -> str:
     path = tmp_path / "weights.pth"
     torch.save(obj, path)
     return str(path)
+
+
+def tsm_repository_checkpoint(model: torch.nn.Module) -> dict:
+    """`model`'s weights as the TSM repository's main.py saves them (DataParallel prefix, the
+    shift wrapper's `.net` on each block's conv1, `new_fc`); see shared/reference/peers.md."""
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("fc."):
+            k = f"new_fc.{k[3:]}"
+        else:
+            k = "base_model." + (k.replace(".conv1.", ".conv1.net.") if k.startswith("layer") else k)
+        state[f"module.{k}"] = v
+    return {"epoch": 45, "arch": "resnet50", "best_prec1": 50.0, "state_dict": state}
+
+
+def test_a_source_that_matches_nothing_is_an_error_naming_both_sides(tmp_path):
+    torch.manual_seed(0)
+    path = _save(tsm_repository_checkpoint(gdn.create_model("tsm_tiny", num_classes=3)), tmp_path)
+    assert "module.base_model.layer1.0.conv1.net.weight" in torch.load(path)["state_dict"]
+    torch.manual_seed(1)
+    model = gdn.create_model("tsm_tiny", num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for load in (lambda: load_weights(model, path), lambda: load_weights(model, path, format=None)):
+        with pytest.raises(WeightsMismatchError) as e:
+            load()
+        first = str(e.value).splitlines()[0]
+        assert first.startswith(f"{path}: matches almost nothing in this model: 0 of 60 tensors found a source")
+        assert "It holds 74 tensors in format 'unknown', e.g. base_model.conv1.weight, " in first
+        assert "new_fc.bias; format 'gdn' expects the state dict of a gdn model" in first
+        assert "here e.g. conv1.weight, " in first
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # a refused load changes nothing
+    with pytest.raises(WeightsMismatchError, match="matches almost nothing"):  # was: 0 tensors, 2 warnings
+        gdn.create_model("tsm_tiny", num_classes=3, pretrained=path)
+
+
+def test_a_format_plugs_in_as_one_filter_and_one_entry(tmp_path, monkeypatch):
+    """What the checkpoint-interop issue adds for the TSM repository's format, written here to
+    show the seam fits it: detection from the keys, and a filter that renames."""
+    from gdn.models.weights import FORMATS, WeightsFormat
+
+    def tsm_filter(state_dict, model):
+        renamed = {}
+        for k, v in state_dict.items():
+            k = k.removeprefix("base_model.").replace(".conv1.net.", ".conv1.").replace("new_fc.", "fc.")
+            renamed[k] = v
+        return renamed, []
+
+    monkeypatch.setitem(FORMATS, "tsm", WeightsFormat(
+        detect=lambda sd: any(k.startswith("base_model.") for k in sd), filter=tsm_filter,
+        expects="the TSM repository's keys (base_model.layer1.0.conv1.net.weight, new_fc.weight)"))
+    torch.manual_seed(0)
+    source = gdn.create_model("tsm_tiny", num_classes=3).eval()
+    path = _save(tsm_repository_checkpoint(source), tmp_path)
+    model = gdn.create_model("tsm_tiny", num_classes=3, pretrained=path).eval()
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+    report = load_weights(gdn.create_model("tsm_tiny", num_classes=3), path, format=None)
+    assert report.format == "tsm" and len(report.loaded) == 74
+    with pytest.raises(WeightsMismatchError, match="it looks like format 'tsm': pass format='tsm'"):
+        load_weights(model, path)  # the default asks for gdn's own keys
+
+
+def test_detect_format_from_the_keys():
+    from gdn.models.weights import clean_state_dict, detect_format
+
+    assert detect_format(torchvision_resnet_state_dict(18)) == "torchvision"
+    assert detect_format(gdn.create_model("tsn_tiny").state_dict()) == "torchvision"  # gdn's 2D models are torchvision's
+    assert detect_format(gdn.create_model("gdn_tiny").state_dict()) == "gdn"
+    assert detect_format(gdn.create_model("i3d_tiny").state_dict()) == "gdn"
+    tsm = tsm_repository_checkpoint(gdn.create_model("tsm_tiny"))["state_dict"]
+    assert detect_format(clean_state_dict(tsm)) is None

@@ -27,7 +27,7 @@ from gdn.config import Config, ConfigError
 from gdn.data.datasets import TooManyBadSamples
 from gdn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gdn.engine.train import NonFiniteLossError, TrainingInterrupted, train
-from gdn.engine.weights import WeightsMismatchError, load_weights
+from gdn.models.weights import WeightsMismatchError, load_weights
 from gdn.models import create_model, list_models
 
 torch.set_num_threads(1)

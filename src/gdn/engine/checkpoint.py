@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import platform
 import random
 from pathlib import Path
@@ -27,17 +26,13 @@ import torch
 from torch import nn
 
 from gdn.config import Config
-from gdn.errors import GdnError
+from gdn.models.weights import CheckpointError, clean_state_dict, load_file
 
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 LAST_PREV = "last.prev.pt"  # the previous `last.pt`, kept so a corrupt newest file is not fatal
 BEST = "best.pt"
-
-
-class CheckpointError(GdnError, RuntimeError):
-    """A checkpoint that is missing, truncated, corrupt or unsafe; the message names the file."""
 
 
 # ---------------------------------------------------------------------------- save / load
@@ -75,39 +70,14 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint`, with the safe (weights-only) unpickler.
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint written by `save_checkpoint`, on the CPU, with the safe (weights-only)
+    unpickler (`gdn.models.weights.load_file`).
 
     Raises `CheckpointError` naming the file when it is missing, truncated or corrupt, holds
     objects the safe loader refuses (possibly malicious: never loaded), or is not a gdn checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; pass the path of a .pt file written by `gdn train`")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: checkpoint is empty (0 bytes), probably an interrupted write; delete it")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's message advises weights_only=False; the line worth showing names the global.
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        unsafe = [ln for ln in lines if "GLOBAL" in ln or "global" in ln]
-        if unsafe:
-            raise CheckpointError(
-                f"{path}: refused to load: the file holds Python objects other than tensors and plain "
-                f"data, which could run code when unpickled ({unsafe[0]}). "
-                "It was not written by `gdn train`; do not load it unless you trust its source"
-            ) from None
-        why = [ln for ln in lines if "Unsupported" in ln or "error" in ln.lower()]
-        raise CheckpointError(
-            f"{path}: checkpoint is truncated or corrupt ({why[-1] if why else type(e).__name__}); "
-            "delete it or use another"
-        ) from None
-    except Exception as e:  # zip reader errors, EOFError, ...: the file is truncated or corrupt
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: checkpoint is truncated or corrupt ({type(e).__name__}: {first}); delete it or use another"
-        ) from None
+    ckpt = load_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
@@ -166,17 +136,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the "module." (DDP) and "_orig_mod." (torch.compile) prefixes from parameter names."""
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
 
 
 def versions() -> dict[str, str]:

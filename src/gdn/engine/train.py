@@ -68,10 +68,10 @@ from gdn.engine.checkpoint import (
     versions,
 )
 from gdn.engine.evaluate import autocast_context, evaluate, resolve_amp
-from gdn.engine.weights import load_weights
 from gdn.errors import GdnError
 from gdn.models import create_model
 from gdn.models.fast import to_channels_last
+from gdn.models.weights import load_weights
 from gdn.models.registry import model_options
 
 log = logging.getLogger(__name__)

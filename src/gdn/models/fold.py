@@ -5,6 +5,10 @@ a = gamma / sqrt(running_var + eps) and b = beta - a * running_mean, so it can b
 by the conv that feeds it: the conv's weight rows are scaled by a and its bias becomes
 a * bias + b. The folded model has the same outputs (to float rounding) without the
 BatchNorm passes. It is eval-only (its state dict has conv biases and no BatchNorm entries).
+
+Plain `nn.Conv1d/2d/3d` are folded here; any other module that feeds a BatchNorm (the temporal
+convs a conv maker builds) folds itself through its `fold_bn(scale, shift)` method, including
+any BatchNorm inside it, so this file knows no module types of its own.
 """
 
 from __future__ import annotations
@@ -13,66 +17,74 @@ import copy
 
 import torch
 from torch import nn
-
-from gdn.models.layers import GDM, Conv2Plus1d
+from torch.nn.modules.conv import _ConvNd
 
 
 @torch.no_grad()
-def _fold_into_conv(conv: nn.Conv2d | nn.Conv3d, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """conv <- scale * conv + shift, per output channel."""
+def fold_into_conv(conv: _ConvNd, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """conv <- scale * conv + shift, per output channel (`scale`, `shift`: `(C_out,)`)."""
     conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
     bias = shift if conv.bias is None else scale * conv.bias + shift
     conv.bias = nn.Parameter(bias.clone())
 
 
-def _fold_into(module: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """Absorb a per-output-channel affine map into any conv a conv maker builds."""
-    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-        _fold_into_conv(module, scale, shift)
-    elif isinstance(module, GDM):
-        start = 0
-        for group in (module.st, module.s, module.t):  # output channels in this order
-            if group is not None:
-                end = start + group.out_channels
-                _fold_into_conv(group, scale[start:end], shift[start:end])
-                start = end
-    elif isinstance(module, Conv2Plus1d):
-        _fold_into_conv(module.temporal, scale, shift)
-    else:
-        raise TypeError(
-            f"fold_bn: cannot fold a BatchNorm into {type(module).__name__}; add a case to "
-            f"gdn/models/fold.py:_fold_into for it"
-        )
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of the eval-mode affine map of `bn`, detached, each `(C,)`."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - scale * bn.running_mean
+    return scale.detach(), shift.detach()
+
+
+def _foldable(module: nn.Module) -> bool:
+    return isinstance(module, _ConvNd) or callable(getattr(module, "fold_bn", None))
 
 
 def _fold_pair(parent: nn.Module, conv_name: str, bn_name: str) -> None:
-    bn = getattr(parent, bn_name)
-    if not isinstance(bn, nn.BatchNorm2d):
-        return
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias - scale * bn.running_mean
-    _fold_into(getattr(parent, conv_name), scale.detach(), shift.detach())
+    conv = getattr(parent, conv_name)
+    scale, shift = bn_affine(getattr(parent, bn_name))
+    if callable(getattr(conv, "fold_bn", None)):
+        conv.fold_bn(scale, shift)
+    elif isinstance(conv, _ConvNd):
+        fold_into_conv(conv, scale, shift)
+    else:
+        raise TypeError(
+            f"fold_bn: cannot fold {bn_name} into {conv_name} ({type(conv).__name__}): give "
+            f"{type(conv).__name__} a method fold_bn(scale, shift) that absorbs the BatchNorm's "
+            "per-output-channel affine map y = scale * x + shift"
+        )
     setattr(parent, bn_name, nn.Identity())
+
+
+def _fold_children(parent: nn.Module) -> None:
+    """Fold the conv/BatchNorm pairs among `parent`'s children, then recurse into the children
+    that do not fold themselves."""
+    children = dict(parent.named_children())
+    if isinstance(parent, nn.Sequential):  # the shortcut: conv, BatchNorm
+        names = list(children)
+        pairs = [(a, b) for a, b in zip(names, names[1:])
+                 if isinstance(children[b], nn.BatchNorm2d) and _foldable(children[a])]
+    else:  # convK / bnK of the stem and of every block
+        pairs = [(f"conv{name[2:]}", name) for name, child in children.items()
+                 if isinstance(child, nn.BatchNorm2d) and name.startswith("bn") and name[2:].isdigit()
+                 and f"conv{name[2:]}" in children]
+    for conv_name, bn_name in pairs:
+        _fold_pair(parent, conv_name, bn_name)
+    for child in parent.children():
+        if not callable(getattr(child, "fold_bn", None)):  # those own their insides
+            _fold_children(child)
 
 
 def fold_bn(model: nn.Module) -> nn.Module:
     """A copy of `model` in eval mode with every BatchNorm folded into the conv before it.
 
-    Pairs folded: `convK`/`bnK` attributes of one module (the stem, every block), `spatial`/
-    `bn` of a (2+1)D conv, and a conv followed by a BatchNorm in an `nn.Sequential` (the
-    shortcut). The input model is not modified. Raises if a BatchNorm is left unfolded.
+    Pairs folded: `convK`/`bnK` attributes of one module (the stem, every block) and a conv
+    followed by a BatchNorm in an `nn.Sequential` (the shortcut). A conv-maker module folds the
+    BatchNorm after it, and those inside it, by its own `fold_bn(scale, shift)`. The input model
+    is not modified. Raises if a BatchNorm is left unfolded, or if the module before one can
+    neither be folded here nor fold itself.
     """
     model = copy.deepcopy(model).eval()
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.BatchNorm2d) and name.startswith("bn") and name[2:].isdigit():
-                _fold_pair(module, f"conv{name[2:]}", name)
-        if isinstance(module, Conv2Plus1d):
-            _fold_pair(module, "spatial", "bn")
-        if isinstance(module, nn.Sequential):
-            for i in range(1, len(module)):
-                if isinstance(module[i], nn.BatchNorm2d) and isinstance(module[i - 1], (nn.Conv2d, nn.Conv3d)):
-                    _fold_pair(module, str(i - 1), str(i))
+    _fold_children(model)
     left = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise ValueError(f"fold_bn: no conv found before BatchNorm(s) {', '.join(left)}; they were not folded")

@@ -5,21 +5,36 @@ Layout: inside the backbone every feature map is a batch of frames, `(N*T, C, H,
 modules made here receive the frame count `num_frames` as a second argument and reshape to
 `(N, C, T, H, W)` only where they mix information over time.
 
-A conv maker builds the 3x3 convolution of a residual block (see `ConvMaker`). Every module
-it builds takes `(x, num_frames)` and can initialise itself from a 2D ImageNet kernel
-(`init_from_2d`), so the pretrained mapping never needs to know its inner layout.
+A conv maker builds the 3x3 convolution of a residual block: any callable
+`(in_planes, out_planes, stride) -> nn.Module`, such as a module class (`GDM`, `VideoConv3d`)
+or a `functools.partial` of one with its hyperparameters. The module it returns carries its
+own protocol, so the backbone, the ImageNet mapping and BatchNorm folding never need to know
+its type:
+
+- `forward(x, num_frames)`: frames `(N*T, C_in, H, W)` -> `(N*T, C_out, H/stride, W/stride)`;
+- `init_from_2d(weight) -> list[str]`: take a 2D ImageNet kernel `(C_out, C_in, 3, 3)`
+  (slice, inflate or copy it) and return the names of its own state entries left random by
+  design (paper section 3.2);
+- `fold_bn(scale, shift)`: absorb the per-output-channel affine map `y = scale * x + shift`
+  of the BatchNorm that follows it, and fold any BatchNorm inside it (`gdn.models.fold`).
+
+A maker may also carry `residual_shift`, a callable building a module `m(x, num_frames)` that
+the block applies to its residual branch before conv1 (TSM's shift, see `TSM`).
+Makers are named in `CONV_MAKERS` so that configs and entrypoints can say `"gdm"`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gdn.models.fast import gdm_forward, temporal_shift
+from gdn.models.fold import bn_affine, fold_into_conv
 
 
 def to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -53,7 +68,10 @@ def split_channels(channels: int, r_st: float, r_s: float) -> tuple[int, int, in
 
 
 class FrameConv2d(nn.Conv2d):
-    """A per-frame 2D convolution (TSN, TSM): time is ignored."""
+    """A per-frame 3x3 convolution, no bias (TSN, TSM): time is ignored."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1):
+        super().__init__(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
         return self._conv_forward(x, self.weight, self.bias)
@@ -61,6 +79,9 @@ class FrameConv2d(nn.Conv2d):
     def init_from_2d(self, weight: torch.Tensor) -> list[str]:
         self.weight.data.copy_(weight)
         return []
+
+    def fold_bn(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        fold_into_conv(self, scale, shift)
 
 
 class VideoConv3d(nn.Conv3d):
@@ -78,6 +99,9 @@ class VideoConv3d(nn.Conv3d):
     def init_from_2d(self, weight: torch.Tensor) -> list[str]:
         self.weight.data.copy_(inflate_2d(weight, self.kernel_size[0]))
         return []
+
+    def fold_bn(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        fold_into_conv(self, scale, shift)
 
 
 class GDM(nn.Module):
@@ -135,6 +159,15 @@ class GDM(nn.Module):
             self.s.weight.data.copy_(weight[o_st:o_st + o_s, i_st:i_st + i_s])
         return ["t.weight"] if self.t is not None else []
 
+    def fold_bn(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Each group absorbs the slice of the affine map for its output channels."""
+        start = 0
+        for group in (self.st, self.s, self.t):  # output channels in this order
+            if group is not None:
+                end = start + group.out_channels
+                fold_into_conv(group, scale[start:end], shift[start:end])
+                start = end
+
 
 class Conv2Plus1d(nn.Module):
     """P3D / R(2+1)D: a 1x3x3 spatial conv, BatchNorm and ReLU, then a 3x1x1 temporal conv.
@@ -159,7 +192,15 @@ class Conv2Plus1d(nn.Module):
 
     def init_from_2d(self, weight: torch.Tensor) -> list[str]:
         self.spatial.weight.data.copy_(weight)  # mid_planes == out_planes; raises otherwise
-        return ["temporal.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
+        return ["temporal.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
+                "bn.num_batches_tracked"]
+
+    def fold_bn(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """The middle BatchNorm folds into the spatial conv, the one after into the temporal."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            fold_into_conv(self.spatial, *bn_affine(self.bn))
+            self.bn = nn.Identity()
+        fold_into_conv(self.temporal, scale, shift)
 
 
 class TemporalShift(nn.Module):
@@ -191,32 +232,48 @@ class TemporalShift(nn.Module):
         return torch.cat([back, fwd, v[:, :, 2 * fold:]], dim=2).view(nt, c, h, w)
 
 
-@dataclass(frozen=True)
-class ConvMaker:
-    """Chooses the 3x3 convolution of a residual block, and whether the block shifts its
-    input in time first (TSM). `conv(...)` returns a module called as `m(x, num_frames)`."""
+class TSM:
+    """The conv maker of TSM (Lin et al. 2019): per-frame 3x3 convs (`FrameConv2d`), and a
+    `TemporalShift` on the residual branch of every block, before conv1 (TSM's "blockres").
 
-    kind: str = "2d"
-    r_st: float = 0.25
-    r_s: float = 0.5
-    shift_div: int = 8
-    mid_planes: int | str | None = None
+    The shift is not part of the 3x3 conv, so the maker carries it as a hook the block asks
+    for: `residual_shift()` builds the shift module (makers without the attribute get none).
+    """
 
-    def conv(self, in_planes: int, out_planes: int, stride: int) -> nn.Module:
-        if self.kind in ("2d", "shift"):
-            return FrameConv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
-        if self.kind == "3d":
-            return VideoConv3d(in_planes, out_planes, stride)
-        if self.kind == "gdm":
-            return GDM(in_planes, out_planes, stride, self.r_st, self.r_s)
-        if self.kind == "gst":
-            return GDM(in_planes, out_planes, stride, self.r_st, 1.0 - self.r_st)
-        if self.kind == "2plus1d":
-            return Conv2Plus1d(in_planes, out_planes, stride, self.mid_planes)
-        raise ValueError(f"unknown conv maker '{self.kind}'; choose one of {', '.join(CONV_MAKERS)}")
+    def __init__(self, fold_div: int = 8):
+        self.fold_div = fold_div
 
-    def residual_shift(self) -> nn.Module | None:
-        return TemporalShift(self.shift_div) if self.kind == "shift" else None
+    def __call__(self, in_planes: int, out_planes: int, stride: int = 1) -> FrameConv2d:
+        return FrameConv2d(in_planes, out_planes, stride)
+
+    def residual_shift(self) -> TemporalShift:
+        return TemporalShift(self.fold_div)
+
+    def __repr__(self) -> str:
+        return f"TSM(fold_div={self.fold_div})"
 
 
-CONV_MAKERS = ("2d", "gdm", "3d", "2plus1d", "shift", "gst")
+Maker = Callable[[int, int, int], nn.Module]
+"""A conv maker: `(in_planes, out_planes, stride) -> module`, see the module docstring."""
+
+CONV_MAKERS: dict[str, Maker] = {
+    "2d": FrameConv2d,
+    "gdm": GDM,
+    "gst": partial(GDM, r_st=0.25, r_s=0.75),  # a GDM without temporal group (section 2.3)
+    "3d": VideoConv3d,
+    "2plus1d": Conv2Plus1d,
+    "shift": TSM(),
+}
+"""The conv makers by name, for configs and entrypoints (`conv_makers="gdm"`)."""
+
+
+def conv_maker(maker: str | Maker) -> Maker:
+    """The conv maker named `maker` (a key of `CONV_MAKERS`), or `maker` itself if callable."""
+    if isinstance(maker, str):
+        if maker not in CONV_MAKERS:
+            raise ValueError(f"unknown conv maker '{maker}'; choose one of {', '.join(CONV_MAKERS)} or pass a callable")
+        return CONV_MAKERS[maker]
+    if not callable(maker):
+        raise TypeError(f"a conv maker is a name or a callable (in_planes, out_planes, stride) -> nn.Module, "
+                        f"got {type(maker).__name__}")
+    return maker

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gdn.models.layers import ConvMaker
+from gdn.models.layers import conv_maker
 from gdn.models.registry import create_model
 
 
@@ -44,7 +44,7 @@ def profile_model(name: str, frames: int, size: int, num_classes: int = 174, **o
 
 # Table 1 of the paper: weights of one 3x3 block as a multiple of C_in * C_out.
 TABLE1_PAPER = {"C2D": 9.0, "C3D": 27.0, "P3D": 12.0, "GST": 9.0, "GDM": 33 / 8}
-TABLE1_MAKERS = {"C2D": "2d", "C3D": "3d", "P3D": "2plus1d", "GST": "gst", "GDM": "gdm"}
+TABLE1_MAKERS = {"C2D": "2d", "C3D": "3d", "P3D": "2plus1d", "GST": "gst", "GDM": "gdm"}  # CONV_MAKERS names
 
 
 def block_weight_factors(channels: int = 256) -> dict[str, float]:
@@ -53,7 +53,7 @@ def block_weight_factors(channels: int = 256) -> dict[str, float]:
     factors = {}
     for label, kind in TABLE1_MAKERS.items():
         with torch.device("meta"):
-            conv = ConvMaker(kind).conv(channels, channels, 1)
+            conv = conv_maker(kind)(channels, channels, 1)
         weights = sum(p.numel() for n, p in conv.named_parameters() if n.endswith("weight") and p.dim() > 1)
         factors[label] = weights / (channels * channels)
     return factors

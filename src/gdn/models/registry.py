@@ -1,16 +1,20 @@
 """Named models: `create_model(name, ...)` and `list_models()`, used by the CLI, the tests
-and the benchmarks alike. Each entrypoint is a few lines that fix the architecture."""
+and the benchmarks alike. Each entrypoint is a few lines that fix the architecture; an
+explicit `conv_makers=` overrides the family's default makers (torchvision's
+`VideoResNet(conv_makers=...)`), so a new temporal conv runs in every ResNet family."""
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
-from gdn.models.layers import ConvMaker
+from gdn.models.layers import GDM, Conv2Plus1d, Maker
 from gdn.models.resnet import VideoResNet
+from gdn.models.weights import imagenet_url, load_weights
 
 _MODELS: dict[str, Callable[..., VideoResNet]] = {}
 
@@ -40,18 +44,21 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
     Args:
         name: one of `list_models()`.
         num_classes: classifier size (174 for Something-Something).
-        pretrained: ImageNet 2D weights, a torchvision-format state dict file or an http(s)
-            URL, or "imagenet" for torchvision's ResNet weights of the same depth (online).
+        pretrained: weights to start from: a state dict or checkpoint file, an http(s) URL,
+            or "imagenet" for torchvision's ResNet weights of the same depth (online). The
+            format is detected from the keys (`gdn.models.weights.detect_format`): 2D ResNet
+            weights are sliced and inflated into the temporal convs (section 3.2).
         overrides: keyword arguments of the entrypoint / `VideoResNet` (dropout,
-            zero_init_residual, r_st, r_s, conv_makers, ...).
+            zero_init_residual, r_st, r_s, widths, ...). `conv_makers` (one conv maker per
+            stage, or one for all) replaces the family's own makers; r_st / r_s only shape
+            the default GDM maker.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
     model = _MODELS[name](num_classes=num_classes, **overrides)
     if pretrained:
-        from gdn.models.pretrained import load_imagenet
-
-        load_imagenet(model, pretrained, depth=_depth_of(name))
+        source = imagenet_url(_depth_of(name)) if pretrained == "imagenet" else pretrained
+        load_weights(model, source, format=None)
     return model
 
 
@@ -74,16 +81,17 @@ def _depth_of(name: str) -> int | None:
 
 
 def _resnet(depth: int, makers, **kwargs) -> VideoResNet:
+    """A ResNet of `depth` whose conv makers are `makers` unless `conv_makers` is given."""
     block, layers = RESNET_DEPTHS[depth]
-    return VideoResNet(block, layers, makers, **kwargs)
+    return VideoResNet(block, layers, **{"conv_makers": makers, **kwargs})
 
 
 def _tiny(makers, **kwargs) -> VideoResNet:
-    return VideoResNet(conv_makers=makers, **{**TINY, **kwargs})
+    return VideoResNet(**{"conv_makers": makers, **TINY, **kwargs})
 
 
-def _gdm(r_st: float, r_s: float) -> ConvMaker:
-    return ConvMaker("gdm", r_st=r_st, r_s=r_s)
+def _gdm(r_st: float, r_s: float) -> Maker:
+    return partial(GDM, r_st=r_st, r_s=r_s)
 
 
 # GDN (the paper): every 3x3 conv is a GDM, r_st = 1/4, r_s = 1/2.
@@ -136,7 +144,7 @@ def i3d_r50(**kw) -> VideoResNet:
 @register_model
 def r2plus1d_r50(mid_planes: int | str | None = None, **kw) -> VideoResNet:
     """P3D width by default; mid_planes="matched" for R(2+1)D's parameter-matched width."""
-    return _resnet(50, ConvMaker("2plus1d", mid_planes=mid_planes), **kw)
+    return _resnet(50, partial(Conv2Plus1d, mid_planes=mid_planes), **kw)
 
 
 @register_model

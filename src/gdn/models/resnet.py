@@ -1,10 +1,11 @@
 """Video ResNets with a TSN head: the GDN of the paper (section 2.3) and its baselines.
 
 `VideoResNet` takes clips `(B, C, T, H, W)` and returns logits `(B, num_classes)`. It is a
-ResNet whose every 3x3 conv is built by a `ConvMaker` chosen per stage, followed by global
+ResNet whose every 3x3 conv is built by a conv maker chosen per stage (`layers.py`: any
+callable `(in_planes, out_planes, stride) -> nn.Module`, or its name), followed by global
 pooling per frame, dropout, a linear classifier and the average of the frame scores (TSN
 consensus). Parameter names are torchvision's (`conv1`, `bn1`, `layer3.2.conv2`, `fc`), so
-ImageNet weights map almost one to one (see `pretrained.py`).
+ImageNet weights map almost one to one (see `weights.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gdn.models.layers import ConvMaker
+from gdn.models.layers import Maker, conv_maker
+
+
+def _residual_shift(maker: Maker) -> nn.Module | None:
+    """The module the maker asks to run on the residual branch before conv1 (TSM), if any."""
+    build = getattr(maker, "residual_shift", None)
+    return build() if build is not None else None
 
 
 class BasicBlock(nn.Module):
@@ -22,13 +29,13 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: ConvMaker):
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker):
         super().__init__()
-        self.shift = maker.residual_shift()
-        self.conv1 = maker.conv(inplanes, planes, stride)
+        self.shift = _residual_shift(maker)
+        self.conv1 = maker(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = maker.conv(planes, planes, 1)
+        self.conv2 = maker(planes, planes, 1)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
@@ -52,12 +59,12 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: ConvMaker):
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker):
         super().__init__()
-        self.shift = maker.residual_shift()
+        self.shift = _residual_shift(maker)
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = maker.conv(planes, planes, stride)
+        self.conv2 = maker(planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -94,7 +101,9 @@ class VideoResNet(nn.Module):
     Args:
         block: "basic" or "bottleneck".
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-        conv_makers: one `ConvMaker` (or maker name) per stage, or a single one for all.
+        conv_makers: one conv maker per stage, or a single one for all; each a callable
+            `(in_planes, out_planes, stride) -> nn.Module` or a name of `CONV_MAKERS`
+            ("2d", "gdm", "gst", "3d", "2plus1d", "shift").
         widths: planes of each stage (64, 128, 256, 512 for the ResNets of the paper).
         stem_width: channels of the 1x7x7 stem.
         num_classes: size of the classifier.
@@ -109,7 +118,7 @@ class VideoResNet(nn.Module):
         self,
         block: str,
         layers: Sequence[int],
-        conv_makers: ConvMaker | str | Sequence[ConvMaker | str],
+        conv_makers: Maker | str | Sequence[Maker | str],
         widths: Sequence[int] = (64, 128, 256, 512),
         stem_width: int = 64,
         num_classes: int = 174,
@@ -117,14 +126,14 @@ class VideoResNet(nn.Module):
         zero_init_residual: bool = False,
     ):
         super().__init__()
-        if isinstance(conv_makers, (ConvMaker, str)):
+        if isinstance(conv_makers, str) or callable(conv_makers):
             conv_makers = [conv_makers] * len(layers)
         if len(conv_makers) != len(layers) or len(widths) != len(layers):
             raise ValueError(
                 f"need one conv maker and one width per stage: {len(layers)} stages, "
                 f"{len(conv_makers)} makers, {len(widths)} widths"
             )
-        makers = [m if isinstance(m, ConvMaker) else ConvMaker(m) for m in conv_makers]
+        makers = [conv_maker(m) for m in conv_makers]
         block_cls = BLOCKS[block]
 
         self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)

@@ -1,0 +1,380 @@
+"""Loading weights into a model: one reader, one filter per source format, one report.
+
+Every way of starting a model from saved weights goes through `load_weights`:
+`create_model(name, pretrained=...)` (ImageNet 2D ResNets, the format detected from the keys)
+and `gdn train --init-from` (a gdn checkpoint, for fine-tuning). It
+
+1. reads the source (`read_state_dict`): a file, an http(s) URL or an in-memory dict; unwraps
+   the "state_dict" / "model" containers and the "module." (DataParallel) and "_orig_mod."
+   (torch.compile) prefixes; files only through the safe unpickler (`load_file`);
+2. maps it onto the model's keys and shapes with the filter of its format (`FORMATS`, timm's
+   `checkpoint_filter_fn`): `filter(state_dict, model) -> (state_dict, random_by_design)`;
+3. compares the result with the model key by key, loads it, and returns a `WeightsReport`, or
+   raises `WeightsMismatchError` naming what does not fit and changes nothing.
+
+Formats: "gdn" (a gdn model's own state dict: identity) and "torchvision" (a 2D ResNet under
+torchvision's names; each temporal conv takes its 2D kernel through its `init_from_2d`, paper
+section 3.2). Adding one (the TSM repository's, MMAction2's) is one filter function and one
+`FORMATS` entry whose `detect` recognises its keys. A filter raises `WeightsMismatchError`
+for what it cannot map; keys it leaves unmapped are reported as unexpected.
+
+    report = load_weights(model, "runs/ssv2/best.pt", reset_head=True)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gdn.errors import GdnError
+
+log = logging.getLogger(__name__)
+
+# torchvision's ImageNet ResNet weights (IMAGENET1K_V1), for users who are online.
+IMAGENET_URLS = {
+    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    101: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
+
+# A load that fills fewer than this share of the model's tensors (classifier and tensors
+# random by design aside) is refused: it is another format or another network, not a
+# partial match worth a warning.
+MIN_MATCHED = 0.5
+
+SOURCES_HINT = "pass a checkpoint written by `gdn train`, a state dict file, an http(s) URL or 'imagenet'"
+
+
+class CheckpointError(GdnError, RuntimeError):
+    """A checkpoint or weights file that is missing, truncated, corrupt or unsafe; the message
+    names the file."""
+
+
+class WeightsMismatchError(GdnError, ValueError):
+    """The source's tensors do not fit the model; the message names the offending keys."""
+
+
+def _listing(title: str, items: list[str], show: int = 10) -> str:
+    more = f", ... ({len(items) - show} more)" if len(items) > show else ""
+    return f"\n  {title} ({len(items)}): {', '.join(items[:show])}{more}"
+
+
+def _examples(keys: list[str]) -> str:
+    picks = dict.fromkeys(keys[i] for i in (0, len(keys) // 2, -1)) if keys else {}
+    return ", ".join(picks) or "none"
+
+
+# ---------------------------------------------------------------------------- reading
+def load_file(path: str | Path, what: str = "checkpoint",
+              hint: str = "pass the path of a .pt file written by `gdn train`") -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU, with errors that name the file.
+
+    Raises `CheckpointError` when the file is missing (`hint` says what to pass instead), empty,
+    truncated or corrupt, or holds objects the safe unpickler refuses (possibly malicious:
+    never loaded). `what` names the file in messages ("checkpoint", "weights file").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found; {hint}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: {what} is empty (0 bytes), probably an interrupted write; delete it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False; the line worth showing names the global.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        unsafe = [ln for ln in lines if "GLOBAL" in ln or "global" in ln]
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds Python objects other than tensors and plain "
+                f"data, which could run code when unpickled ({unsafe[0]}). "
+                "It was not written by `gdn train`; do not load it unless you trust its source"
+            ) from None
+        why = [ln for ln in lines if "Unsupported" in ln or "error" in ln.lower()]
+        raise CheckpointError(
+            f"{path}: {what} is truncated or corrupt ({why[-1] if why else type(e).__name__}); "
+            "delete it or use another"
+        ) from None
+    except Exception as e:  # zip reader errors, EOFError, ...: the file is truncated or corrupt
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: {what} is truncated or corrupt ({type(e).__name__}: {first}); delete it or use another"
+        ) from None
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the "module." (DDP) and "_orig_mod." (torch.compile) prefixes from parameter names."""
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def read_state_dict(source: str | Path | Mapping) -> tuple[str, dict[str, torch.Tensor]]:
+    """`(name for messages, state dict)` of a file, an http(s) URL or an in-memory dict.
+
+    Unwraps a "state_dict" (TSM, MMAction2, Lightning) and then a "model" (gdn checkpoints)
+    container, and strips the DDP / compile prefixes. Raises `CheckpointError` for a file that
+    cannot be read or downloaded, `WeightsMismatchError` for one that holds no tensors.
+    """
+    if isinstance(source, Mapping):
+        name, obj = "<state dict>", source
+    else:
+        name = str(source)
+        if name.startswith(("http://", "https://")):
+            try:
+                obj = torch.hub.load_state_dict_from_url(name, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise CheckpointError(f"{name}: cannot download the weights ({type(e).__name__}: {e}); "
+                                      "download the file and pass its path") from e
+        else:
+            obj = load_file(source, "weights file", SOURCES_HINT)
+    for container in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(container), Mapping):
+            obj = obj[container]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        found = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise WeightsMismatchError(f"{name}: holds no state dict of tensors (found {found}); {SOURCES_HINT}")
+    return name, clean_state_dict(obj)
+
+
+# ---------------------------------------------------------------------------- formats
+Filter = Callable[[dict[str, torch.Tensor], nn.Module], tuple[dict[str, torch.Tensor], list[str]]]
+
+
+def gdn_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A gdn model's own state dict: the keys are the model's already."""
+    return dict(state_dict), []
+
+
+def torchvision_filter(state_dict: dict[str, torch.Tensor],
+                       model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A 2D ResNet under torchvision's names -> any video ResNet of the same depth and widths.
+
+    Stem, 1x1 convs, shortcuts, BatchNorm and classifier keep their keys. Every module with an
+    `init_from_2d` (the 3x3 convs built by conv makers) whose `<name>.weight` is a 2D kernel in
+    the source takes that 2D kernel its own way (copy, slice, inflate; section 3.2), on a copy of the
+    module, and contributes its resulting tensors under its own keys; the entries it leaves
+    random are returned as random by design. Raises `WeightsMismatchError` naming every kernel
+    that no slice or inflation fits.
+    """
+    out = dict(state_dict)
+    random_by_design = []
+    unfit = []
+    for name, module in model.named_modules():
+        key = f"{name}.weight"
+        if not hasattr(module, "init_from_2d") or key not in state_dict or state_dict[key].dim() != 4:
+            continue
+        converted = copy.deepcopy(module)
+        try:
+            random_parts = converted.init_from_2d(state_dict[key].float())
+        except RuntimeError as e:  # copy_ between shapes that do not match
+            unfit.append(f"{key} {tuple(state_dict[key].shape)} into {type(module).__name__} "
+                         f"({str(e).splitlines()[0]})")
+            continue
+        del out[key]
+        for k, v in converted.state_dict().items():
+            if k in random_parts:
+                random_by_design.append(f"{name}.{k}")
+            else:
+                out[f"{name}.{k}"] = v
+    if unfit:
+        raise WeightsMismatchError(
+            "2D kernels that fit no slice or inflation of the model's convs; use weights of the same "
+            "ResNet depth and widths" + _listing("mis-shaped", unfit))
+    return out, random_by_design
+
+
+# torchvision ResNet names: stem, blocks (convK, bnK, downsample.0/1) and classifier.
+_RESNET_KEY = re.compile(r"(conv1|bn1|fc|layer\d+\.\d+\.(conv\d|bn\d|downsample\.\d))\.\w+")
+
+
+def _is_2d_resnet(keys: Mapping[str, torch.Tensor]) -> bool:
+    return "conv1.weight" in keys and all(_RESNET_KEY.fullmatch(k) and v.dim() <= 4 for k, v in keys.items())
+
+
+def _is_video_resnet(keys: Mapping[str, torch.Tensor]) -> bool:
+    return "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys)
+
+
+@dataclass(frozen=True)
+class WeightsFormat:
+    """A source format: how to recognise its state dicts and how to map them onto a model.
+
+    `detect(state_dict)` says whether a (cleaned) state dict is in this format; `filter` maps
+    it (see the module docstring); `expects` describes its keys and `hint` the likely cause of
+    a mismatch, for error messages. With `strict`, keys the model lacks or the source lacks
+    (outside the classifier) are errors, otherwise they are reported and logged. With
+    `head_may_differ`, a classifier of another shape is re-initialised without being asked
+    (ImageNet's 1000 classes).
+    """
+
+    detect: Callable[[Mapping[str, torch.Tensor]], bool]
+    filter: Filter
+    expects: str
+    strict: bool = True
+    head_may_differ: bool = False
+    hint: str = "another architecture or model options?"
+
+
+FORMATS: dict[str, WeightsFormat] = {
+    "torchvision": WeightsFormat(
+        _is_2d_resnet, torchvision_filter, strict=False, head_may_differ=True,
+        expects="a 2D ResNet state dict under torchvision's names (conv1.weight, layer1.0.conv1.weight, fc.weight)",
+        hint="2D ResNet weights of another depth or width? use weights of the same ResNet depth",
+    ),
+    "gdn": WeightsFormat(
+        _is_video_resnet, gdn_filter,
+        expects="the state dict of a gdn model (conv1.weight, layer1.0.conv2.st.weight, fc.weight)",
+    ),
+}
+"""Source formats by name; `detect_format` tries them in this order."""
+
+
+def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first of `FORMATS` that recognises `state_dict` (cleaned of DDP
+    prefixes), or None. A 2D ResNet under torchvision's names is "torchvision" (gdn's own 2D
+    models included: their state dicts are torchvision's); other torchvision-named ResNets "gdn"."""
+    return next((name for name, fmt in FORMATS.items() if fmt.detect(state_dict)), None)
+
+
+# ---------------------------------------------------------------------------- loading
+@dataclass
+class WeightsReport:
+    """What `load_weights` did with each key. Shapes are `(source shape, model shape)`."""
+
+    source: str
+    format: str
+    loaded: list[str] = field(default_factory=list)
+    random_init: list[str] = field(default_factory=list)  # no source by design (temporal kernels)
+    head_reset: list[str] = field(default_factory=list)  # classifier re-initialised
+    missing: list[str] = field(default_factory=list)  # in the model, not in the source
+    unexpected: list[str] = field(default_factory=list)  # in the source, not in the model
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        text = f"{self.source}: loaded {len(self.loaded)} tensors ({self.format} format)"
+        if self.random_init:
+            text += f", {len(self.random_init)} random by design (temporal kernels)"
+        if self.head_reset:
+            text += f", re-initialised the head ({', '.join(self.head_reset)})"
+        return text
+
+
+def imagenet_url(depth: int | None) -> str:
+    """torchvision's ImageNet weights of a ResNet of `depth` (for `pretrained="imagenet"`)."""
+    if depth not in IMAGENET_URLS:
+        raise ValueError(f"no ImageNet weights for this model (depth {depth}); pass a state dict file")
+    return IMAGENET_URLS[depth]
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping, *, format: str | None = "gdn",
+                 reset_head: bool = False, head: str = "fc") -> WeightsReport:
+    """Copy the weights of `source` into `model`, through the filter of its format.
+
+    Args:
+        model: the model to initialise (e.g. fresh from `create_model`).
+        source: a file (gdn checkpoint, plain or wrapped state dict), an http(s) URL, a
+            checkpoint dict (with a "model" entry) or a state dict.
+        format: a name of `FORMATS`, or None to detect it from the keys (`detect_format`).
+            The default, "gdn", asks for an exact fit, as fine-tuning from a run needs.
+        reset_head: re-initialise the classifier (`head`'s parameters) instead of loading it;
+            needed when the source was trained for another class count.
+        head: the name of the classifier module.
+
+    Returns:
+        A WeightsReport (loaded, random by design, re-initialised head, and the missing and
+        unexpected keys a non-strict format tolerates; these are also logged).
+
+    Raises:
+        WeightsMismatchError, listing the keys, and changing nothing in `model`: when fewer than
+            `MIN_MATCHED` of the model's tensors find a source (another format or network; the
+            message shows example keys of both sides and the detected format); when a tensor
+            outside the head is mis-shaped, or (strict formats) missing or unexpected; when the
+            head differs and neither `reset_head` nor the format allows a reset.
+        CheckpointError: the file is missing, corrupt or unsafe, or cannot be downloaded.
+    """
+    name, source_state = read_state_dict(source)
+    detected = detect_format(source_state)
+    fmt_name = format or detected or "gdn"
+    if fmt_name not in FORMATS:
+        raise ValueError(f"unknown weights format '{fmt_name}'; choose one of {', '.join(FORMATS)}")
+    fmt = FORMATS[fmt_name]
+    try:
+        state, random_init = fmt.filter(source_state, model)
+    except WeightsMismatchError as e:  # a filter names keys; the message names the source too
+        raise WeightsMismatchError(f"{name}: {e}") from None
+    target = model.state_dict()
+    is_head = lambda k: k.startswith(f"{head}.")  # noqa: E731
+    optional = lambda k: k.endswith("num_batches_tracked") or k in random_init  # noqa: E731
+
+    report = WeightsReport(source=name, format=fmt_name, random_init=random_init)
+    report.missing = [k for k in target if k not in state and not optional(k)]
+    report.unexpected = [k for k in state if k not in target]
+    report.mismatched = {k: (tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
+                         if k in target and v.shape != target[k].shape}
+
+    body = [k for k in target if not is_head(k) and not optional(k)]
+    matched = [k for k in body if k in state and k not in report.mismatched]
+    problems = [k for k in report.mismatched if not is_head(k)]
+    if fmt.strict:
+        problems += [k for k in report.missing + report.unexpected if not is_head(k)]
+    head_mismatched = any(is_head(k) for k in report.mismatched)
+    head_differs = head_mismatched or (fmt.strict and any(is_head(k) for k in report.missing + report.unexpected))
+    reset = reset_head or (fmt.head_may_differ and head_mismatched)
+    if len(matched) < MIN_MATCHED * len(body):  # another format or another network
+        looks = f"; it looks like format '{detected}': pass format='{detected}'" if detected not in (None, fmt_name) else ""
+        what = (f"matches almost nothing in this model: {len(matched)} of {len(body)} tensors found a source of "
+                f"the right shape ({fmt.hint}). It holds {len(source_state)} tensors in format "
+                f"'{detected or 'unknown'}', e.g. {_examples(list(source_state))}; format '{fmt_name}' expects "
+                f"{fmt.expects}, here e.g. {_examples(list(target))}{looks}")
+    elif problems:
+        what = f"its parameters do not fit this model ({fmt.hint})"
+    elif head_differs and not reset:
+        what = (f"only the classifier '{head}' differs (another class count?); pass reset_head=True "
+                "(model.reset_head: true) to re-initialise it")
+    else:
+        what = ""
+    if what:
+        shaped = [f"{k} {src} vs model {dst}" for k, (src, dst) in report.mismatched.items()]
+        raise WeightsMismatchError(
+            f"{name}: {what}"
+            + (_listing("missing in the source", report.missing) if fmt.strict and report.missing else "")
+            + (_listing("unexpected in the source", report.unexpected) if fmt.strict and report.unexpected else "")
+            + (_listing("mis-shaped (source vs model)", shaped) if shaped else "")
+        )
+
+    keep = {k: v for k, v in state.items() if k in target and k not in report.mismatched
+            and not (reset and is_head(k))}
+    if reset:
+        module = model.get_submodule(head)
+        if not hasattr(module, "reset_parameters"):
+            raise WeightsMismatchError(f"the model's '{head}' ({type(module).__name__}) cannot be re-initialised")
+    model.load_state_dict(keep, strict=False)
+    report.loaded = list(keep)
+    if reset:
+        module.reset_parameters()
+        report.head_reset = [k for k in target if is_head(k)]
+        report.missing = [k for k in report.missing if k not in report.head_reset]
+    # Report, not only raise: a run's log should say what was reused and what was not.
+    log.info("%s", report)
+    if report.missing:
+        log.warning("%d model tensors have no source in %s and keep their init: %s",
+                    len(report.missing), name, ", ".join(report.missing[:10]))
+    if report.unexpected:
+        log.warning("%d tensors of %s were not used: %s", len(report.unexpected), name,
+                    ", ".join(report.unexpected[:10]))
+    return report
