@@ -93,19 +93,20 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> list[np.ndarray]:
     decoded, or has no frame at the largest index (a stale frame count: regenerate it);
     ValueError for a negative index.
     """
-    path = Path(path)
     wanted = [int(i) for i in indices]
     if any(i < 0 for i in wanted):
         raise ValueError(f"{path}: frame indices must be >= 0, got {min(wanted)}")
-    if path.is_dir():
+    # os.path, not Path methods, on the frame-folder path: it runs per clip, and a Path costs
+    # as much to build as a stat
+    if os.path.isdir(path):
         return _read_folder(path, wanted)
-    return _read_video(path, wanted)
+    return _read_video(Path(path), wanted)
 
 
 # ----------------------------------------------------------------------------- videos
 
 
-def _not_found(path: Path, folder: bool) -> DecodeError:
+def _not_found(path: str | Path, folder: bool) -> DecodeError:
     what = "frame folder" if folder else "file"
     return DecodeError(f"{path}: {what} not found; check the dataset root and the annotation file")
 
@@ -288,17 +289,18 @@ def list_frame_files(folder: str | Path) -> list[Path]:
     return [folder / name for name in _frame_names(folder)]
 
 
-def _frame_names(folder: Path) -> list[str]:
+def _frame_names(folder: str | Path) -> list[str]:
     """`list_frame_files` as file names: `read_frames` lists a folder per clip and joins only
     the sampled names (a Path per file costs more than listing the folder)."""
-    if not folder.is_dir():
-        raise _not_found(folder, folder=True)
     groups: dict[str, list[tuple[int, str]]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            match = _FRAME_FILE.match(entry.name)
-            if match:
-                groups.setdefault(match["prefix"], []).append((int(match["number"]), entry.name))
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _FRAME_FILE.match(entry.name)
+                if match:
+                    groups.setdefault(match["prefix"], []).append((int(match["number"]), entry.name))
+    except (FileNotFoundError, NotADirectoryError):
+        raise _not_found(folder, folder=True) from None
     if not groups:
         raise DecodeError(f"{folder}: contains no JPEG frames (expected 00001.jpg, 00002.jpg, ...)")
     if len(groups) > 1:
@@ -390,7 +392,7 @@ def _read_image(path: str | Path) -> np.ndarray:
         ) from e
 
 
-def _read_folder(folder: Path, wanted: list[int]) -> list[np.ndarray]:
+def _read_folder(folder: str | Path, wanted: list[int]) -> list[np.ndarray]:
     """`read_frames` of a JPEG frame folder."""
     names = _frame_names(folder)  # listed per clip: cheap, and never stale
     if wanted and max(wanted) >= len(names):
@@ -412,9 +414,8 @@ def _read_folder(folder: Path, wanted: list[int]) -> list[np.ndarray]:
 
 def _cached_count(entries: dict, path: str | Path) -> tuple[int, bool]:
     """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n]."""
-    path = Path(path)
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return count_frames(path), False  # missing file: count_frames raises the DecodeError
     key, signature = os.path.abspath(path), [stat.st_size, stat.st_mtime_ns]
