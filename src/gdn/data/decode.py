@@ -14,10 +14,10 @@ where a container must not be shared across processes) and always closed.
 Decoding stops at the largest requested index and only requested frames are
 converted to RGB: the YUV->RGB conversion costs about as much as decoding.
 VP8/VP9 WebM files are demuxed by `gdn.data.webm` and decoded by a bare decoder,
-without `av.open` (format probing and stream analysis cost more CPU than a
-short clip's demuxing: ~12-15% of a 240p training item's CPU time even against `av.open`
-with its probing cut down, docs/benchmarks.md); anything that parser declines goes through
-PyAV's demuxer.
+without `av.open`, whose stream analysis decodes the first frame however little it is
+asked to probe: the parser saves 13-18% of a 240p training item's CPU time against
+`av.open` with probing cut down (docs/benchmarks.md, "WebM demuxing"). Anything the
+parser declines goes through PyAV's demuxer.
 """
 
 from __future__ import annotations
