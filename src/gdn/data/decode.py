@@ -58,7 +58,7 @@ __all__ = [
 # Codecs whose containers (WebM/Matroska/MP4) carry exactly one packet per shown
 # frame: VP8/VP9 pack hidden alt-ref frames into the same "superframe" packet
 # as the next shown frame, AV1 packs a temporal unit per packet. For these,
-# demuxing (no decoding) gives the exact frame count; tests/test_decode.py checks
+# demuxing (no decoding) gives the exact frame count; tests/data/test_decode.py checks
 # it against a full decode, alt-ref frames included.
 _ONE_PACKET_PER_FRAME = {"vp8", "vp9", "av1", "libdav1d", "libvpx", "libvpx-vp9"}
 
@@ -166,7 +166,7 @@ def _parse_webm_file(path: Path) -> WebmVideo | None:
 
 def _decode_packets(video: WebmVideo) -> Iterator[av.VideoFrame]:
     """The frames of `video`'s packets from a bare decoder, set up as `_video_stream` sets
-    up PyAV's. Gives the same frames as `container.decode` (tests/test_webm.py compares
+    up PyAV's. Gives the same frames as `container.decode` (tests/data/test_webm.py compares
     them) without `av.open`'s probing."""
     codec_context = av.CodecContext.create(video.codec, "r")
     _one_thread(codec_context)
@@ -180,8 +180,8 @@ def count_frames(path: str | Path) -> int:
 
     VP8/VP9/AV1 (WebM stores no count: PyAV's `stream.frames` is 0) are counted by
     demuxing, one packet per frame, which is exact (checked against decoding for VP8/VP9 in
-    tests/test_decode.py) and needs no decoding. VP8/VP9 WebM is demuxed by `gdn.data.webm`
-    (same count, tests/test_webm.py), other files and what it declines by PyAV.
+    tests/data/test_decode.py) and needs no decoding. VP8/VP9 WebM is demuxed by `gdn.data.webm`
+    (same count, tests/data/test_webm.py), other files and what it declines by PyAV.
     Other codecs use the stored count when the container has one, else decode.
     A frame folder counts its frame files (see `list_frame_files`).
 

@@ -3,7 +3,7 @@
 Why: `av.open` runs `avformat_find_stream_info`, which decodes the keyframe however
 little it is asked to probe, and demuxing through libavformat adds more per packet.
 Handing this parser's packets to a bare `av.CodecContext` gives the same frames
-(tests/test_webm.py compares them bit for bit) and saves 13-18% of a 240p training
+(tests/data/test_webm.py compares them bit for bit) and saves 13-18% of a 240p training
 item's CPU time against `av.open(format="webm")` with probing cut down
 (benchmarks/webm_demux.py; docs/benchmarks.md, "WebM demuxing").
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from media import LOSSLESS, H, W, gradient_frames, read_stack, write_video
+
 from gdn.data import decode
 from gdn.data.decode import (
     DecodeError,
@@ -22,38 +24,15 @@ from gdn.data.decode import (
     read_frames,
 )
 
-T, H, W = 12, 32, 48
-
-# (suffix, encoder, pix_fmt, options): all lossless for RGB input
-LOSSLESS = {
-    "ffv1-mkv": (".mkv", "ffv1", "bgr0", {}),
-    "x264rgb-mp4": (".mp4", "libx264rgb", "rgb24", {"qp": "0"}),
-    "vp9-webm": (".webm", "libvpx-vp9", "gbrp", {"lossless": "1"}),
-}
+T = 12
 
 
 def _frames(n: int = T, seed: int = 0) -> np.ndarray:
-    """Distinct frames: a moving gradient plus noise, so every index is recognisable."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:H, 0:W]
-    base = np.stack([(xs * 5 + t * 20) % 256 for t in range(n)])
-    frames = np.stack([base, np.broadcast_to(ys * 7, base.shape), base[::-1]], axis=-1)
-    return (frames + rng.integers(0, 30, frames.shape)).clip(0, 255).astype(np.uint8)
-
-
-def read_stack(path, indices) -> np.ndarray:
-    """`read_frames` stacked into one `(len(indices), H, W, 3)` array."""
-    return np.stack(read_frames(path, indices))
+    return gradient_frames(n, seed)
 
 
 def _write(path, frames, codec, pix_fmt, options) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=12)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        stream.options = options
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(path, frames, codec, pix_fmt, options)
 
 
 @pytest.fixture(scope="module", params=list(LOSSLESS))

@@ -1,7 +1,7 @@
 """Load test (docs/reliability.md, case 17): a training run over thousands of synthetic clips
 with several loader workers holds flat memory and decodes each file once per epoch.
 
-Slow (a few minutes on 2 CPU cores): `pytest -m slow tests/test_load.py -s` prints the numbers
+Slow (a few minutes on 2 CPU cores): `pytest -m slow tests/data/test_load.py -s` prints the numbers
 recorded in docs/reliability.md. Scale with GDN_LOAD_CLIPS_PER_CLASS (8 classes) and GDN_LOAD_EPOCHS.
 
 Instrumentation, all in this file:

@@ -9,8 +9,9 @@ import fractions
 import av
 import numpy as np
 import pytest
-from test_decode import H, W, _frames, read_stack
-from test_decode import _write as _write_video
+from media import H, W, read_stack
+from media import gradient_frames as _frames
+from media import write_video as _write_video
 
 from gdn.data import decode
 from gdn.data.decode import DecodeError, count_frames, read_frames
