@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from gdn.errors import GdnError, user_message
@@ -70,5 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The `gdn` command: `main`, then exit with its code. Once the command is over, a Ctrl-C
+    during the interpreter's own exit (finalizers, worker joins) changes nothing: ignore it
+    rather than let it print a traceback."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

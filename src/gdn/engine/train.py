@@ -213,8 +213,8 @@ class StopRequest:
     checkpoint is being written, or the run is on its way out), when further signals are
     ignored; checkpoints are written atomically, so an abort anywhere leaves the previous one
     intact. Data-loader workers ignore SIGINT (`gdn.data.loader.init_worker`): only this process
-    decides how to stop. `gdn train` installs the handler around the whole command, so that a
-    Ctrl-C during the exit after a stop is ignored too.
+    decides how to stop. `gdn train` keeps the handler installed until the loaders' workers have
+    shut down, so that a Ctrl-C during the exit cannot turn the stop into a traceback.
     """
 
     def __init__(self) -> None:
