@@ -12,7 +12,7 @@ from functools import partial
 
 from torch import nn
 
-from gdn.models.layers import GDM, Conv2Plus1d, Maker
+from gdn.models.layers import GDM, TSM, Conv2Plus1d, Maker
 from gdn.models.resnet import VideoResNet
 from gdn.models.weights import imagenet_url, load_weights
 
@@ -127,13 +127,25 @@ def tsn_r50(**kw) -> VideoResNet:
 
 
 @register_model
-def tsm_r18(**kw) -> VideoResNet:
-    return _resnet(18, "shift", **kw)
+def tsn_r101(**kw) -> VideoResNet:
+    return _resnet(101, "2d", **kw)
+
+
+# TSM: `fold_div` is the peers' `shift_div` (1/fold_div of the channels moves each way).
+@register_model
+def tsm_r18(fold_div: int = 8, **kw) -> VideoResNet:
+    return _resnet(18, TSM(fold_div), **kw)
 
 
 @register_model
-def tsm_r50(**kw) -> VideoResNet:
-    return _resnet(50, "shift", **kw)
+def tsm_r50(fold_div: int = 8, **kw) -> VideoResNet:
+    return _resnet(50, TSM(fold_div), **kw)
+
+
+@register_model
+def tsm_r101(fold_div: int = 8, **kw) -> VideoResNet:
+    """As the TSM repository and MMAction2 build it: a shift in every second block of each stage."""
+    return _resnet(101, TSM(fold_div, every=2), **kw)
 
 
 @register_model
