@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from gdn.config import Config
-from gdn.data.annotations import read_annotations
+from gdn.data.annotations import class_difference, read_annotations
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint, versions
 from gdn.errors import UsageError
 from gdn.models import create_model, list_models
@@ -68,13 +68,6 @@ def read_class_names(path: str | Path) -> list[str]:
 
 def _is_gdn_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and "model" in obj and "config" in obj
-
-
-def _first_difference(ours: Sequence[str], theirs: Sequence[str]) -> str:
-    if len(ours) != len(theirs):
-        return f"{len(ours)} vs {len(theirs)} classes"
-    i = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
-    return f"class {i} is {ours[i]!r} vs {theirs[i]!r}"
 
 
 def _choose_model(info: PeerCheckpoint, model: str | None, path: str) -> str:
@@ -144,7 +137,7 @@ def load_model(path: str | Path, *, model: str | None = None, options: dict | No
     if _is_gdn_checkpoint(obj):
         net, cfg, own = build_model_from_checkpoint(obj)
         if names is not None and names != own:
-            raise UsageError(f"{path}: its classes differ from the ones given ({_first_difference(own, names)})")
+            raise UsageError(f"{path}: its classes differ from the ones given ({class_difference(own, names)})")
         return LoadedModel(net, cfg, own)
     net, info, name = _load_peer(obj, path, model=model, options=options, format=format)
     if names is not None and len(names) != info.num_classes:
@@ -221,7 +214,7 @@ def _class_names(src: Path, info: PeerCheckpoint, classes, dataset: str | None, 
         raise UsageError(f"{src}: the file holds no class names; pass --classes FILE (one name a line, in output "
                          "order) or --dataset ssv1|ssv2 --data-root DIR to take them from the dataset")
     if given is not None and from_data is not None and given != from_data:
-        raise UsageError(f"{src}: the classes given differ from those of {where} ({_first_difference(given, from_data)}); "
+        raise UsageError(f"{src}: the classes given differ from those of {where} ({class_difference(given, from_data)}); "
                          "check --classes and --label-order")
     names = given if given is not None else from_data
     if len(names) != info.num_classes:
