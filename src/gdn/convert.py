@@ -88,14 +88,17 @@ def _choose_model(info: PeerCheckpoint, model: str | None, path: str) -> str:
     return model
 
 
-def _load_peer(obj: Any, path: str, *, model: str | None, options: dict | None,
-               format: str | None) -> tuple[nn.Module, PeerCheckpoint, str]:
+def _describe(obj: Any, path: str, format: str | None) -> PeerCheckpoint:
     info = describe_checkpoint(obj, path)
     if format is not None and format != info.format:
         raise UsageError(f"{path}: --from {format}, but its keys are those of format '{info.format}'")
     for fact in info.facts:
         log.info("%s: %s", path, fact)
-    name = _choose_model(info, model, path)
+    return info
+
+
+def _load_peer(obj: Any, path: str, info: PeerCheckpoint, name: str, options: dict | None) -> nn.Module:
+    """The gdn model `name` (see `_choose_model`), loaded strictly from `obj`, in eval mode."""
     kwargs = {**info.options, **(options or {})}
     try:
         net = create_model(name, num_classes=info.num_classes, **kwargs)
@@ -106,7 +109,7 @@ def _load_peer(obj: Any, path: str, *, model: str | None, options: dict | None,
                          f"use {name.replace('tsn_', 'tsm_')}")
     report = load_weights(net, obj, format=info.format, name=path)
     assert not report.head_reset and not report.random_init  # sized from the file, TSN/TSM: an exact load
-    return net.eval(), info, name
+    return net.eval()
 
 
 def load_model(path: str | Path, *, model: str | None = None, options: dict | None = None,
@@ -139,9 +142,11 @@ def load_model(path: str | Path, *, model: str | None = None, options: dict | No
         if names is not None and names != own:
             raise UsageError(f"{path}: its classes differ from the ones given ({class_difference(own, names)})")
         return LoadedModel(net, cfg, own)
-    net, info, name = _load_peer(obj, path, model=model, options=options, format=format)
+    info = _describe(obj, path, format)
     if names is not None and len(names) != info.num_classes:
         raise UsageError(f"{path}: its classifier has {info.num_classes} outputs, {len(names)} class names were given")
+    name = _choose_model(info, model, path)
+    net = _load_peer(obj, path, info, name, options)
     return LoadedModel(net, _config(name, {**info.options, **(options or {})}, info), names)
 
 
@@ -180,7 +185,8 @@ def convert_checkpoint(src: str | Path, out: str | Path, *, model: str | None = 
     obj = load_file(src, "checkpoint", f"pass {_SOURCES}")
     if _is_gdn_checkpoint(obj):
         raise UsageError(f"{src}: already a gdn checkpoint; `gdn test`, `predict`, `export` take it as it is")
-    net, info, name = _load_peer(obj, str(src), model=model, options=options, format=format)
+    info = _describe(obj, str(src), format)
+    name = _choose_model(info, model, str(src))
     frames = frames or info.frames
     if frames is None:
         raise UsageError(f"{src}: the file does not say how many frames it was trained with; pass --frames N")
@@ -188,6 +194,7 @@ def convert_checkpoint(src: str | Path, out: str | Path, *, model: str | None = 
     if dataset == "ssv1" and label_order is None:
         label_order = info.label_order or {"tsm": "sorted", "mmaction": "csv"}[info.format]
     names = _class_names(src, info, classes, dataset, data_root, label_order, split)
+    net = _load_peer(obj, str(src), info, name, options)
     classes_file = str(Path(classes).resolve()) if isinstance(classes, (str, Path)) and dataset == "list" else None
     data = {"frames": frames, "dataset": dataset, "root": str(data_root) if data_root else None,
             "label_order": label_order, "classes_file": classes_file}
