@@ -30,11 +30,22 @@ from torch import nn
 
 from gdn.config import Config
 from gdn.data.annotations import class_difference, read_annotations
-from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint, versions
+from gdn.engine.checkpoint import (
+    build_model_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    versions,
+)
 from gdn.errors import UsageError
 from gdn.models import create_model, list_models
 from gdn.models.peers import PeerCheckpoint, describe_checkpoint
-from gdn.models.weights import CheckpointError, WeightsMismatchError, load_file, load_weights, shifted_blocks
+from gdn.models.weights import (
+    CheckpointError,
+    WeightsMismatchError,
+    load_file,
+    load_weights,
+    shifted_blocks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,13 @@ def read_class_names(path: str | Path) -> list[str]:
         twice = next(n for n in names if names.count(n) > 1)
         raise UsageError(f"{path}: class {twice!r} is listed twice; one name a line, each once")
     return names
+
+
+def _names(classes: Sequence[str] | str | Path | None) -> list[str] | None:
+    """Class names given as a list or as a file of them (`read_class_names`), or None."""
+    if isinstance(classes, (str, Path)):
+        return read_class_names(classes)
+    return list(classes) if classes else None
 
 
 def _is_gdn_checkpoint(obj: Any) -> bool:
@@ -136,7 +154,7 @@ def load_model(path: str | Path, *, model: str | None = None, options: dict | No
     """
     path = str(path)
     obj = load_file(path, "checkpoint", f"pass {_SOURCES}")
-    names = read_class_names(classes) if isinstance(classes, (str, Path)) else (list(classes) if classes else None)
+    names = _names(classes)
     if _is_gdn_checkpoint(obj):
         net, cfg, own = build_model_from_checkpoint(obj)
         if names is not None and names != own:
@@ -212,7 +230,7 @@ def _class_names(src: Path, info: PeerCheckpoint, classes, dataset: str | None, 
                  split: str) -> list[str]:
     """The class names of a conversion, from `classes` and/or the dataset, checked against each
     other and the classifier."""
-    given = read_class_names(classes) if isinstance(classes, (str, Path)) else (list(classes) if classes else None)
+    given = _names(classes)
     from_data = None
     if dataset in ("ssv1", "ssv2") and data_root is not None:
         from_data = read_annotations(dataset, data_root, split, label_order=label_order or "sorted").classes

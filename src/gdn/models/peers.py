@@ -33,7 +33,12 @@ from typing import Any
 
 import torch
 
-from gdn.models.weights import PEER_KEYS, WeightsMismatchError, detect_format, read_state_dict
+from gdn.models.weights import (
+    PEER_KEYS,
+    WeightsMismatchError,
+    detect_format,
+    read_state_dict,
+)
 
 # (block type, blocks per stage) -> depth, as torchvision builds its ResNets
 _DEPTHS = {("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34,

@@ -44,10 +44,12 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
     Args:
         name: one of `list_models()`.
         num_classes: classifier size (174 for Something-Something).
-        pretrained: weights to start from: a state dict or checkpoint file, an http(s) URL,
-            or "imagenet" for torchvision's ResNet weights of the same depth (online). The
-            format is detected from the keys (`gdn.models.weights.detect_format`): 2D ResNet
-            weights are sliced and inflated into the temporal convs (section 3.2).
+        pretrained: weights to start from: a state dict or checkpoint file (gdn's, or a TSN/TSM
+            checkpoint of the TSM repository or MMAction2), an http(s) URL, or "imagenet" for
+            torchvision's ResNet weights of the same depth (online). The format is detected
+            from the keys (`gdn.models.weights.detect_format`): 2D ResNet weights are sliced and
+            inflated into the temporal convs (section 3.2); the classifier of ImageNet or peer
+            weights for another class count is re-initialised.
         overrides: keyword arguments of the entrypoint / `VideoResNet` (dropout,
             zero_init_residual, r_st, r_s, widths, ...). `conv_makers` (one conv maker per
             stage, or one for all) replaces the family's own makers; r_st / r_s only shape
