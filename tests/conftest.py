@@ -29,7 +29,7 @@ def bn_model():
 
 def _peer_checkpoint(model: nn.Module, format: str, **entries) -> dict:
     """`model`'s weights as a peer's code saves them, written from the peers' rules
-    (shared/reference/peers.md), not with gdn's filters: `format="tsm"`, the TSM repository's
+    (docs/peers.md), not with gdn's filters: `format="tsm"`, the TSM repository's
     `{"epoch", "arch", "best_prec1", "state_dict"}` (DataParallel's `module.`, `base_model.`, the
     shift wrapper's `.net` on each shifted block's conv1, `new_fc`); `format="mmaction"`,
     MMAction2's `{"meta", "state_dict"}` (`backbone.` with ConvModule's `convN.conv` / `convN.bn`,

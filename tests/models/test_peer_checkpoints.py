@@ -113,23 +113,23 @@ def test_shifts_in_other_blocks_than_the_models_are_refused(tmp_path, bn_model, 
 
 
 def test_the_file_decides_the_network_and_an_uncertain_guess_asks_for_model(tmp_path, bn_model, peer_checkpoint):
-    source = bn_model("tsm_r50")
-    renamed = save(tmp_path, "tsm_sthv1.pth", peer_checkpoint(source, "tsm"))  # a name that tells nothing
+    source = bn_model("tsm_r18")
+    ckpt = peer_checkpoint(source, "tsm", arch="resnet18")
+    renamed = save(tmp_path, "tsm_sthv1.pth", ckpt)  # a name that tells nothing
     with pytest.raises(WeightsMismatchError, match=r"tsm_sthv1.pth: the file does not say how many channels its shift "
-                                                   r"moves .*pass --model tsm_r50 for 1/8 each way"):
+                                                   r"moves .*pass --model tsm_r18 for 1/8 each way"):
         gdn.load_model(renamed)
-    model, cfg, _ = gdn.load_model(renamed, model="tsm_r50")
+    model, cfg, _ = gdn.load_model(renamed, model="tsm_r18")
     assert torch.equal(logits(model), logits(source)) and cfg.data.frames == 8  # config default: the file has none
-    with pytest.raises(UsageError, match=r"its keys say its blocks shift in time \(TSM\); tsn_r50 has no shift: use tsm_r50"):
-        gdn.load_model(renamed, model="tsn_r50")
-    with pytest.raises(UsageError, match=r"holds a TSM network; gdn_r50 is another one. .* pretrained"):
-        gdn.load_model(renamed, model="gdn_r50")
-    tsn = save(tmp_path, "TSM_something_RGB_resnet50_avg_segment8_e45.pth", peer_checkpoint(bn_model("tsn_r50"), "tsm"))
-    assert gdn.load_model(tsn, model="tsm_r50").config.model.name == "tsm_r50"  # the user says it: same weights
-    fold4 = save(tmp_path, "TSM_something_RGB_resnet50_shift4_blockres_avg_segment8_e45.pth",
-                 peer_checkpoint(bn_model("tsm_r50"), "tsm"))
-    model, cfg, _ = gdn.load_model(fold4)
-    assert cfg.model.options == {"fold_div": 4} and model.layer2[3].shift.fold_div == 4
+    with pytest.raises(UsageError, match=r"its keys say its blocks shift in time \(TSM\); tsn_r18 has no shift: use tsm_r18"):
+        gdn.load_model(renamed, model="tsn_r18")
+    with pytest.raises(UsageError, match=r"holds a TSM network; gdn_r18 is another one. .* pretrained"):
+        gdn.load_model(renamed, model="gdn_r18")
+    tsn = save(tmp_path, "TSM_something_RGB_resnet18_avg_segment8_e45.pth",
+               peer_checkpoint(bn_model("tsn_r18"), "tsm", arch="resnet18"))
+    assert gdn.load_model(tsn, model="tsm_r18").config.model.name == "tsm_r18"  # the user says it: same weights
+    model, cfg, _ = gdn.load_model(save(tmp_path, "TSM_something_RGB_resnet18_shift4_blockres_avg_segment8_e45.pth", ckpt))
+    assert cfg.model.options == {"fold_div": 4} and model.layer2[1].shift.fold_div == 4
 
 
 @pytest.mark.parametrize("filename,entries,message", [
@@ -194,9 +194,12 @@ def test_a_peer_checkpoint_starts_gdn_by_the_2d_rule(tmp_path, bn_model, peer_ch
     assert torch.equal(model.layer3[1].conv2.st.weight, w2d[:64, :64].unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
     assert torch.equal(model.layer3[1].conv2.t.weight, t_before)
     assert torch.equal(model.layer4[2].bn3.running_var, source.layer4[2].bn3.running_var)
-    # another class count: the head is re-initialised as for ImageNet weights (pretrained=)
-    other = gdn.create_model("gdn_r50", num_classes=7, pretrained=path)
-    assert torch.equal(other.layer1[0].bn1.running_mean, source.layer1[0].bn1.running_mean)
+    # no classifier (or one of another class count): re-initialised, as for ImageNet weights
+    backbone = peer_checkpoint(source, "mmaction")
+    del backbone["state_dict"]["cls_head.fc_cls.weight"], backbone["state_dict"]["cls_head.fc_cls.bias"]
+    report = load_weights(model, save(tmp_path, "backbone.pth", backbone), format=None)
+    assert report.format == "mmaction" and report.head_reset == ["fc.weight", "fc.bias"]
+    assert len(report.loaded) == 318 - 16 + 2 * 16  # each 2D 3x3 kernel becomes a GDM's st and s
 
 
 def test_describe_reads_each_peers_metadata(peer_checkpoint, bn_model):

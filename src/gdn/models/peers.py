@@ -15,7 +15,7 @@ from the tensors, the settings from the file's own metadata:
   `meta` (1.x: the config text `meta["cfg"]`; 0.x: only its name, `meta["config_name"]`,
   e.g. `tsm_r50_1x1x8_50e_sthv1_rgb.py`), and into its published file names;
 - the class order: the TSM repository sorts SSv1's class names, MMAction2 keeps labels.csv
-  order; both use SSv2's JSON indices (shared/reference/peers.md).
+  order; both use SSv2's JSON indices (docs/peers.md).
 
 What the file cannot tell is never guessed: `PeerCheckpoint.model` is then None and
 `PeerCheckpoint.unknown` says what to pass (`--model tsm_r50`). Variants gdn does not build

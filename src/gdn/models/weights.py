@@ -216,7 +216,7 @@ def _is_video_resnet(keys: Mapping[str, torch.Tensor]) -> bool:
 
 
 # ---------------------------------------------------------------------------- the peers' formats
-# (facts measured against their code: shared/reference/peers.md)
+# (their key names and the shift's placement, checked against their code: docs/peers.md)
 def shifted_blocks(model: nn.Module) -> set[str]:
     """The blocks of `model` whose residual branch carries a temporal shift (`{"layer1.0", ...}`)."""
     return {name for name, m in model.named_modules() if getattr(m, "shift", None) is not None}
@@ -338,8 +338,8 @@ class WeightsFormat:
     it (see the module docstring); `expects` describes its keys and `hint` the likely cause of
     a mismatch, for error messages. With `strict`, keys the model lacks or the source lacks
     (outside the classifier) are errors, otherwise they are reported and logged. With
-    `head_may_differ`, a classifier of another shape is re-initialised without being asked
-    (ImageNet's 1000 classes).
+    `head_may_differ`, a classifier of another shape (ImageNet's 1000 classes), or none in a
+    strict format, is re-initialised without being asked.
     """
 
     detect: Callable[[Mapping[str, torch.Tensor]], bool]
@@ -469,7 +469,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping, *, format: str 
         problems += [k for k in report.missing + report.unexpected if not is_head(k)]
     head_mismatched = any(is_head(k) for k in report.mismatched)
     head_differs = head_mismatched or (fmt.strict and any(is_head(k) for k in report.missing + report.unexpected))
-    reset = reset_head or (fmt.head_may_differ and head_mismatched)
+    reset = reset_head or (fmt.head_may_differ and head_differs)
     if len(matched) < MIN_MATCHED * len(body):  # another format or another network
         looks = f"; it looks like format '{detected}': pass format='{detected}'" if detected not in (None, fmt_name) else ""
         what = (f"matches almost nothing in this model: {len(matched)} of {len(body)} tensors found a source of "
