@@ -35,7 +35,7 @@ class ConfigError(GdnError, ValueError):
 @dataclass
 class ModelConfig:
     name: str = "gdn_r50"  # any gdn.list_models() name
-    pretrained: str | None = None  # ImageNet 2D state dict path / URL / "imagenet"
+    pretrained: str | None = None  # ImageNet 2D state dict path / URL / "imagenet", or a TSN/TSM checkpoint
     init_from: str | None = None  # fine-tune: a gdn checkpoint or state dict of the same architecture
     reset_head: bool = False  # with init_from: re-initialise fc when the class count differs
     dropout: float = 0.5

@@ -159,74 +159,32 @@ def _save(obj, tmp_path) -> str:
     return str(path)
 
 
-def tsm_repository_checkpoint(model: torch.nn.Module) -> dict:
-    """`model`'s weights as the TSM repository's main.py saves them (DataParallel prefix, the
-    shift wrapper's `.net` on each block's conv1, `new_fc`); see shared/reference/peers.md."""
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("fc."):
-            k = f"new_fc.{k[3:]}"
-        else:
-            k = "base_model." + (k.replace(".conv1.", ".conv1.net.") if k.startswith("layer") else k)
-        state[f"module.{k}"] = v
-    return {"epoch": 45, "arch": "resnet50", "best_prec1": 50.0, "state_dict": state}
-
-
-def test_a_source_that_matches_nothing_is_an_error_naming_both_sides(tmp_path):
+def test_a_source_that_matches_nothing_is_an_error_naming_both_sides(tmp_path, peer_checkpoint):
     torch.manual_seed(0)
-    path = _save(tsm_repository_checkpoint(gdn.create_model("tsm_tiny", num_classes=3)), tmp_path)
-    assert "module.base_model.layer1.0.conv1.net.weight" in torch.load(path)["state_dict"]
+    path = _save(peer_checkpoint(gdn.create_model("tsm_tiny", num_classes=3), "tsm"), tmp_path)
     torch.manual_seed(1)
     model = gdn.create_model("tsm_tiny", num_classes=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    for load in (lambda: load_weights(model, path), lambda: load_weights(model, path, format=None)):
-        with pytest.raises(WeightsMismatchError) as e:
-            load()
-        first = str(e.value).splitlines()[0]
-        assert first.startswith(f"{path}: matches almost nothing in this model: 0 of 60 tensors found a source")
-        assert "It holds 74 tensors in format 'unknown', e.g. base_model.conv1.weight, " in first
-        assert "new_fc.bias; format 'gdn' expects the state dict of a gdn model" in first
-        assert "here e.g. conv1.weight, " in first
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # a refused load changes nothing
-    with pytest.raises(WeightsMismatchError, match="matches almost nothing"):  # was: 0 tensors, 2 warnings
-        gdn.create_model("tsm_tiny", num_classes=3, pretrained=path)
-
-
-def test_a_format_plugs_in_as_one_filter_and_one_entry(tmp_path, monkeypatch):
-    """What the checkpoint-interop issue adds for the TSM repository's format, written here to
-    show the seam fits it: detection from the keys, and a filter that renames."""
-    from gdn.models.weights import FORMATS, WeightsFormat
-
-    def tsm_filter(state_dict, model):
-        renamed = {}
-        for k, v in state_dict.items():
-            k = k.removeprefix("base_model.").replace(".conv1.net.", ".conv1.").replace("new_fc.", "fc.")
-            renamed[k] = v
-        return renamed, []
-
-    monkeypatch.setitem(FORMATS, "tsm", WeightsFormat(
-        detect=lambda sd: any(k.startswith("base_model.") for k in sd), filter=tsm_filter,
-        expects="the TSM repository's keys (base_model.layer1.0.conv1.net.weight, new_fc.weight)"))
-    torch.manual_seed(0)
-    source = gdn.create_model("tsm_tiny", num_classes=3).eval()
-    path = _save(tsm_repository_checkpoint(source), tmp_path)
-    model = gdn.create_model("tsm_tiny", num_classes=3, pretrained=path).eval()
-    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
-    report = load_weights(gdn.create_model("tsm_tiny", num_classes=3), path, format=None)
-    assert report.format == "tsm" and len(report.loaded) == 74
-    with pytest.raises(WeightsMismatchError, match="it looks like format 'tsm': pass format='tsm'"):
+    with pytest.raises(WeightsMismatchError) as e:
         load_weights(model, path)  # the default asks for gdn's own keys
+    first = str(e.value).splitlines()[0]
+    assert first.startswith(f"{path}: matches almost nothing in this model: 0 of 60 tensors found a source")
+    assert "It holds 74 tensors in format 'tsm', e.g. base_model.conv1.weight, " in first
+    assert "new_fc.bias; format 'gdn' expects the state dict of a gdn model" in first
+    assert "here e.g. conv1.weight, " in first
+    assert first.endswith("it looks like format 'tsm': pass format='tsm'")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # a refused load changes nothing
 
 
-def test_detect_format_from_the_keys():
+def test_detect_format_from_the_keys(peer_checkpoint):
     from gdn.models.weights import clean_state_dict
 
     assert detect_format(torchvision_resnet_state_dict(18)) == "torchvision"
     assert detect_format(gdn.create_model("tsn_tiny").state_dict()) == "torchvision"  # gdn's 2D models are torchvision's
     assert detect_format(gdn.create_model("gdn_tiny").state_dict()) == "gdn"
     assert detect_format(gdn.create_model("i3d_tiny").state_dict()) == "gdn"
-    tsm = tsm_repository_checkpoint(gdn.create_model("tsm_tiny"))["state_dict"]
-    assert detect_format(clean_state_dict(tsm)) is None
+    assert detect_format(clean_state_dict(peer_checkpoint(gdn.create_model("tsm_tiny"), "tsm")["state_dict"])) == "tsm"
+    assert detect_format(peer_checkpoint(gdn.create_model("tsm_tiny"), "mmaction")["state_dict"]) == "mmaction"
 
 
 CLASSES = ["Holding something", "Pushing something from left to right",

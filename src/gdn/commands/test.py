@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from gdn.data.annotations import class_difference
 from gdn.data.datasets import build_dataset
 from gdn.data.loader import build_loader
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -34,7 +35,7 @@ HELP = "evaluate a checkpoint (top-1, top-5, mean class accuracy) on a labelled 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a .pt file written by `gdn train`")
+    p.add_argument("checkpoint", help="a .pt file written by `gdn train` or `gdn convert`")
     p.add_argument("--dataset", choices=("ssv1", "ssv2", "list"), help="default: the checkpoint's")
     p.add_argument("--data-root", help="default: the checkpoint's data.root")
     p.add_argument("--split", help="train | validation | test (default: the checkpoint's data.val_split)")
@@ -66,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
                        short_side=short_side, clips=args.clips, crops=args.crops, sampling=d.sampling,
                        label_order=d.label_order, list_file=list_file, classes_file=d.classes_file)
     if ds.classes != classes:
-        raise UsageError(f"{args.checkpoint}: the model was trained on {len(classes)} classes that differ from the "
-                         f"{len(ds.classes)} classes of the {dataset} {split} annotations under "
-                         f"{args.data_root or d.root} (check --dataset, --data-root, the label order and classes file)")
+        raise UsageError(f"{args.checkpoint}: the model's {len(classes)} classes differ from the {len(ds.classes)} classes "
+                         f"of the {dataset} {split} annotations under {args.data_root or d.root} "
+                         f"({class_difference(classes, ds.classes)}, checkpoint vs annotations; check --dataset, "
+                         "--data-root, the label order and classes file)")
 
     device = init_distributed(args.device)
     try:

@@ -44,7 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
                    help="override config values, parsed as YAML, e.g. --set train.lr=0.05 train.epochs=40")
     p.add_argument("--model", help="model name (gdn.list_models())")
-    p.add_argument("--pretrained", help="ImageNet 2D weights: a state dict path, a URL or 'imagenet'")
+    p.add_argument("--pretrained", help="2D weights to start from: ImageNet (a state dict path, a URL or 'imagenet') "
+                                        "or a TSN/TSM checkpoint (gdn convert's, the TSM repository's, MMAction2's)")
     p.add_argument("--init-from", help="fine-tune from a gdn checkpoint or state dict (same architecture)")
     p.add_argument("--reset-head", action="store_true",
                    help="with --init-from: re-initialise the classifier when the class count differs")

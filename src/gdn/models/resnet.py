@@ -18,20 +18,23 @@ from torch import nn
 from gdn.models.layers import Maker, conv_maker
 
 
-def _residual_shift(maker: Maker) -> nn.Module | None:
-    """The module the maker asks to run on the residual branch before conv1 (TSM), if any."""
+def _residual_shift(maker: Maker, index: int) -> nn.Module | None:
+    """The module the maker asks block `index` of a stage to run on its residual branch before
+    conv1 (TSM), if any."""
     build = getattr(maker, "residual_shift", None)
-    return build() if build is not None else None
+    return build(index) if build is not None else None
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34); both come from the conv maker."""
+    """Two 3x3 convs (ResNet-18/34); both come from the conv maker. `index`, the block's
+    position in its stage, tells the maker's `residual_shift` which blocks shift."""
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker):
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker,
+                 index: int = 0):
         super().__init__()
-        self.shift = _residual_shift(maker)
+        self.shift = _residual_shift(maker, index)
         self.conv1 = maker(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -59,9 +62,10 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker):
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker,
+                 index: int = 0):
         super().__init__()
-        self.shift = _residual_shift(maker)
+        self.shift = _residual_shift(maker, index)
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = maker(planes, planes, stride)
@@ -151,7 +155,7 @@ class VideoResNet(nn.Module):
                         nn.Conv2d(inplanes, planes * block_cls.expansion, 1, stride=stride, bias=False),
                         nn.BatchNorm2d(planes * block_cls.expansion),
                     )
-                stage.append(block_cls(inplanes, planes, stride if j == 0 else 1, downsample, maker))
+                stage.append(block_cls(inplanes, planes, stride if j == 0 else 1, downsample, maker, j))
                 inplanes = planes * block_cls.expansion
             self.add_module(f"layer{i + 1}", stage)
         self.num_stages = len(layers)
