@@ -24,7 +24,7 @@ import torch
 
 from gdn.data.datasets import build_dataset
 from gdn.data.loader import build_loader
-from gdn.data.sampling import PROTOCOLS, check_clips
+from gdn.data.sampling import PROTOCOLS, SAMPLINGS, check_clips
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import cleanup, init_distributed, is_distributed, is_main
 from gdn.engine.evaluate import (EvalResult, ScoreFile, evaluate, json_safe, save_confusion_png, save_per_class,
@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="whose frame indices, pixels, views and view averaging: gdn's own or a peer's "
                         "(default: the checkpoint's data.protocol; docs/protocols.md)")
+    p.add_argument("--sampling", choices=SAMPLINGS,
+                   help="tsn (segments) or dense clips (default: the checkpoint's data.sampling)")
     p.add_argument("--full-res", action="store_true",
                    help="crop squares of the resized short side (256) instead of --size (224), as TSM's --full_res")
     p.add_argument("--frames", type=int, help="frames per clip (default: the checkpoint's)")
@@ -71,14 +73,14 @@ def run(args: argparse.Namespace) -> int:
     list_file = args.list_file or (d.val_list if split == d.val_split else None)
     frames, size = args.frames or d.frames, args.size or d.size
     short_side = d.short_side if args.size is None else None  # a new size gets its own 256/224 ratio
-    protocol = args.protocol or d.protocol
+    protocol, sampling = args.protocol or d.protocol, args.sampling or d.sampling
     try:
-        check_clips(d.sampling, protocol, args.clips)
+        check_clips(sampling, protocol, args.clips)
     except ValueError as e:
         raise UsageError(str(e)) from None
     average = view_average(protocol, cfg.model.name)
     ds = build_dataset(dataset, args.data_root or d.root, split, frames=frames, train=False, size=size,
-                       short_side=short_side, clips=args.clips, crops=args.crops, sampling=d.sampling,
+                       short_side=short_side, clips=args.clips, crops=args.crops, sampling=sampling,
                        protocol=protocol, full_res=args.full_res, label_order=d.label_order,
                        list_file=list_file, classes_file=d.classes_file)
     if ds.classes != classes:
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if not is_main():
             return 0
         try:
-            _write_outputs(args, res, ds, classes, split, protocol)
+            _write_outputs(args, res, ds, classes, split, _views_tag(args, protocol, sampling != d.sampling))
         except OSError as e:
             raise UsageError(f"cannot write the results: {e}; choose another --out") from None
         _print(args, res, protocol, ds.num_views, average)
@@ -111,16 +113,23 @@ def run(args: argparse.Namespace) -> int:
         cleanup()
 
 
-def _write_outputs(args, res: EvalResult, ds, classes: list[str], split: str, protocol: str) -> None:
+def _views_tag(args, protocol: str, other_sampling: bool) -> str:
+    """What sets these results apart from the default evaluation, for the file names:
+    e.g. "-tsm-2x3" (empty for the checkpoint's own single view)."""
+    parts = [protocol] if protocol != "gdn" else []
+    if other_sampling:
+        parts.append(args.sampling)
+    if args.clips > 1 or args.crops > 1:
+        parts.append(f"{args.clips}x{args.crops}")
+    if args.full_res:
+        parts.append("fullres")
+    return "".join(f"-{p}" for p in parts)
+
+
+def _write_outputs(args, res: EvalResult, ds, classes: list[str], split: str, tag: str) -> None:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.parent
-    stem = f"{ckpt.stem}-{Path(split).stem}"
-    if protocol != "gdn":
-        stem += f"-{protocol}"
-    if args.clips > 1 or args.crops > 1:
-        stem += f"-{args.clips}x{args.crops}"
-    if args.full_res:
-        stem += "-fullres"
+    stem = f"{ckpt.stem}-{Path(split).stem}{tag}"
     if res.num_labelled:
         save_confusion_png(res.confusion, classes, out / f"{stem}-confusion.png",
                            title=f"{ckpt.name} on {split}: top-1 {res.top1:.2f}%")
