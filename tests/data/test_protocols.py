@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gdn.data.sampling import (PeerDenseSampler, PeerSegmentSampler, SegmentSampler, build_sampler,
-                               check_clips)
-from gdn.data.transforms import (EvalTransform, _to_source, mmaction_short_side_size, resize, resized_crop,
-                                 short_side_size, tsm_short_side_size)
+from gdn.data.sampling import (PROTOCOLS, PeerDenseSampler, PeerSegmentSampler, SegmentSampler,
+                               build_sampler, check_clips)
+from gdn.data.transforms import (EvalTransform, _to_source, mmaction_short_side_size, mmaction_three_crop_boxes,
+                                 resize, resized_crop, short_side_size, tsm_short_side_size)
 
 LENGTHS = range(1, 401)
 
@@ -164,8 +164,15 @@ def test_protocol_view_errors():
         check_clips("tsn", "tsm", 3)
     check_clips("dense", "mmaction", 10)
     check_clips("tsn", "gdn", 5)
+    for protocol in PROTOCOLS:  # every protocol has its pixels
+        assert EvalTransform(protocol=protocol).protocol == protocol
     with pytest.raises(ValueError, match="unknown protocol"):
         build_sampler("tsn", 8, train=False, protocol="mmaction2")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        EvalTransform(protocol="mmaction2")
+    with pytest.raises(ValueError, match="squares of the short side"):
+        mmaction_three_crop_boxes(256, 455, 224)
+    assert mmaction_three_crop_boxes(455, 256, 256) == [(0, 0, 256, 256), (198, 0, 256, 256), (99, 0, 256, 256)]
 
 
 # ----------------------------------------------------------------------------- pixels
