@@ -85,6 +85,10 @@ def test_bad_values_name_the_key_and_leave_the_config_unchanged():
         cfg.apply_overrides(["train.epochs=many"])
     with pytest.raises(ConfigError, match=r"train.amp='fp8' is not one of: auto, bf16, fp16, none"):
         cfg.apply_overrides(["train.amp=fp8"])
+    with pytest.raises(ConfigError, match=r"data.protocol='mmaction2' is not one of: gdn, tsm, mmaction"):
+        cfg.apply_overrides(["data.protocol=mmaction2"])
+    with pytest.raises(ConfigError, match=r"data.sampling='segments' is not one of: tsn, dense"):
+        cfg.apply_overrides(["data.sampling=segments"])
     with pytest.raises(ConfigError, match=r"model.name='gdn_r5'.*did you mean gdn_r50"):
         cfg.apply_overrides(["model.name=gdn_r5"])
     with pytest.raises(ConfigError, match="expected section.key=value"):

@@ -54,7 +54,8 @@ class DataConfig:
     frames: int = 8
     size: int = 224
     short_side: int | None = None  # default round(size * 256 / 224)
-    sampling: str = "tsn"
+    sampling: str = "tsn"  # tsn (segments) | dense
+    protocol: str = "gdn"  # gdn | tsm | mmaction: whose frame indices and eval pixels (docs/protocols.md)
     flip: str = "label"  # label | naive | none
     label_order: str = "sorted"
     workers: int | None = None  # loader processes; None: the CPUs available (gdn.data.loader.default_workers)
@@ -214,7 +215,9 @@ class Config:
         self._validate(where)
 
     def _validate(self, where: str) -> None:
-        for name, choices in CHOICES.items():
+        from gdn.data.sampling import PROTOCOLS, SAMPLINGS
+
+        for name, choices in {**CHOICES, "data.sampling": SAMPLINGS, "data.protocol": PROTOCOLS}.items():
             section, key = name.split(".")
             value = getattr(getattr(self, section), key)
             if value not in choices:

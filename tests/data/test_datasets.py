@@ -60,6 +60,30 @@ def test_eval_items_exact_frames(tmp_path):
     assert build_dataset("ssv1", tmp_path, "test", frames=4, size=16)[0]["label"] == -1
 
 
+def test_protocol_items_exact_frames(tmp_path):
+    """`protocol` reaches the sampler: video 2 has 3 frames, T = 4. Evaluation: gdn floor(i n / T),
+    both peers floor((i + 0.5) n / T); training: TSM frame 0, MMAction2 round(i n / T) (half to
+    even); video 3 (12 frames) in training: one frame of each 3-frame segment."""
+    root = make_ssv1(tmp_path)
+    want_eval = {"gdn": [0, 0, 1, 2], "tsm": [0, 1, 1, 2], "mmaction": [0, 1, 1, 2]}
+    want_train = {"tsm": [0, 0, 0, 0], "mmaction": [0, 1, 2, 2]}
+    for protocol, frames in want_eval.items():
+        ds = build_dataset("ssv1", root, "val", frames=4, size=16, protocol=protocol)
+        assert _pixels(ds[2]["clip"]) == [10 * t + 2 for t in frames], protocol
+    for protocol, frames in want_train.items():
+        ds = build_dataset("ssv1", root, "train", frames=4, size=16, train=True, protocol=protocol)
+        assert _pixels(ds[(2, 0)]["clip"]) == [10 * t + 2 for t in frames], protocol
+        for epoch in range(5):
+            assert [(v - 3) // 10 // 3 for v in _pixels(ds[(3, epoch)]["clip"])] == [0, 1, 2, 3]
+    # twice_sample x three crops of the short side (MMAction2's ThreeCrop): 6 views of 16 + 2 px
+    views = build_dataset("ssv1", root, "val", frames=4, size=16, clips=2, crops=3, protocol="mmaction")[3]["clip"]
+    assert views.shape == (6, 3, 4, 18, 18)
+    assert _pixels(views[0]) == [10 * t + 3 for t in (1, 4, 7, 10)]  # 0.5 points of 3-frame segments
+    assert _pixels(views[3]) == [10 * t + 3 for t in (0, 3, 6, 9)]   # twice_sample: their starts
+    with pytest.raises(ValueError, match="1 segment clip, or 2"):
+        build_dataset("ssv1", root, "val", frames=4, size=16, clips=3, protocol="tsm")
+
+
 def test_train_items_depend_on_seed_epoch_index_only(tmp_path):
     ds = build_dataset("ssv1", make_ssv1(tmp_path), "train", frames=4, size=16, train=True, seed=3)
     a, b = ds[(3, 0)], ds[(3, 0)]

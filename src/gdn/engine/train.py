@@ -130,8 +130,8 @@ def build_datasets(cfg: Config) -> tuple[VideoDataset, VideoDataset]:
     # Frame counts of webm files (which store none) are read from / kept in this folder.
     cache_dir = d.cache_dir or cfg.out
     common = dict(frames=d.frames, size=d.size, short_side=d.short_side, sampling=d.sampling,
-                  label_order=d.label_order, classes_file=d.classes_file, seed=cfg.train.seed,
-                  cache_dir=cache_dir)
+                  protocol=d.protocol, label_order=d.label_order, classes_file=d.classes_file,
+                  seed=cfg.train.seed, cache_dir=cache_dir)
     train_ds = build_dataset(d.dataset, d.root, d.train_split, train=True, flip=d.flip,
                              list_file=d.train_list, max_bad_fraction=d.max_bad_fraction, **common)
     val_ds = build_dataset(d.dataset, d.root, d.val_split, train=False, list_file=d.val_list, **common)
