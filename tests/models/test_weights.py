@@ -225,3 +225,23 @@ def test_detect_format_from_the_keys():
     assert detect_format(gdn.create_model("i3d_tiny").state_dict()) == "gdn"
     tsm = tsm_repository_checkpoint(gdn.create_model("tsm_tiny"))["state_dict"]
     assert detect_format(clean_state_dict(tsm)) is None
+
+
+def test_imagenet_offline_is_one_line_naming_the_file_and_the_url(monkeypatch, tmp_path):
+    """`pretrained="imagenet"` without a network: one line that says the download failed and how
+    to pass a local copy of torchvision's file instead."""
+    import urllib.error
+
+    def offline(url, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    with pytest.raises(CheckpointError) as e:
+        gdn.create_model("gdn_r18", num_classes=3, pretrained="imagenet")
+    assert str(e.value) == (
+        f"{url}: download failed (URLError: <urlopen error [Errno -3] Temporary failure in name resolution>); "
+        "fetch resnet18-f37072fd.pth from that URL where there is network and pass its path "
+        "(pretrained='/path/resnet18-f37072fd.pth', gdn train --pretrained /path/resnet18-f37072fd.pth), "
+        f"or put it in {tmp_path}/hub/checkpoints, where the download would have saved it")

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=("ssv1", "ssv2", "list"), help="default: the checkpoint's")
     p.add_argument("--data-root", help="default: the checkpoint's data.root")
     p.add_argument("--split", help="train | validation | test (default: the checkpoint's data.val_split)")
-    p.add_argument("--list-file", help="annotation list for --dataset list (default: the checkpoint's val_list)")
+    p.add_argument("--list-file", help="annotation list for --dataset list, relative to the current directory "
+                   "(default: the checkpoint's val_list, relative to its data root)")
     p.add_argument("--clips", type=int, default=1, help="temporal views per video (default 1: paper protocol)")
     p.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial views per clip")
     p.add_argument("--frames", type=int, help="frames per clip (default: the checkpoint's)")
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     d = cfg.data
     dataset = args.dataset or d.dataset
     split = args.split or d.val_split
-    list_file = args.list_file or (d.val_list if split == d.val_split else None)
+    # typed here: relative to the current directory; in the config: to the data root
+    list_file = Path(args.list_file).absolute() if args.list_file else (d.val_list if split == d.val_split else None)
     frames, size = args.frames or d.frames, args.size or d.size
     short_side = d.short_side if args.size is None else None  # a new size gets its own 256/224 ratio
     ds = build_dataset(dataset, args.data_root or d.root, split, frames=frames, train=False, size=size,
