@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
                    help="autocast (auto: bf16 on CUDA, none on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (frozen weights): the first "
+                   "batch compiles for a minute or more on a CPU, so it pays off over many clips, not one video")
     p.add_argument("--out", help="folder for the confusion matrix and per-class files (default: the checkpoint's)")
     p.add_argument("--scores", metavar="FILE", help="save video ids, labels and softmax scores (.npz or .pt)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
