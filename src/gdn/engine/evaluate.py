@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,7 @@ TIME_OPPOSITES: tuple[tuple[str, str], ...] = (
 )
 
 
-def time_reverse_pairs(classes: list[str], declared: list[tuple[str, str]] | tuple = ()) -> dict[int, int]:
+def time_reverse_pairs(classes: list[str], declared: Sequence[tuple[str, str]] = ()) -> dict[int, int]:
     """Class index -> index of its time reverse, each class in one pair at most.
 
     Taken first from `declared` (pairs of class names a dataset declares), then from the
