@@ -44,9 +44,10 @@ def gradient_frames(n: int, seed: int = 0, height: int = H, width: int = W) -> n
 
 
 def write_video(path, frames: np.ndarray, codec: str, pix_fmt: str, options: dict | None = None,
-                rate: int = 12) -> None:
-    """Encode RGB `frames` `(n, H, W, 3)` into `path` with PyAV."""
-    with av.open(str(path), "w") as container:
+                rate: int = 12, container_options: dict | None = None) -> None:
+    """Encode RGB `frames` `(n, H, W, 3)` into `path` with PyAV (`container_options`: the
+    muxer's, e.g. `{"movflags": "faststart"}`: an MP4 index before the frames)."""
+    with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.options = options or {}

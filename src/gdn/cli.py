@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except GdnError as e:
+        sys.stdout.flush()  # what the command printed comes first: the error is the last line
         print(f"gdn {args.command}: {e.kind}: {user_message(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes to show per input (default 5)")
     p.add_argument("--clips", type=int, default=1, help="temporal views averaged per video (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (frozen weights): the first "
+                   "batch compiles for a minute or more on a CPU, so it pays off over many clips, not one video")
     p.add_argument("--overlay", metavar="OUT.mp4",
                    help="write the input with the predictions drawn on it (several inputs: OUT-<name>.mp4)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of tables")

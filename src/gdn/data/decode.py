@@ -108,8 +108,9 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> list[np.ndarray]:
 
 
 def _not_found(path: str | Path, folder: bool) -> DecodeError:
-    what = "frame folder" if folder else "file"
-    return DecodeError(f"{path}: {what} not found; check the dataset root and the annotation file")
+    # No advice here: a dataset adds where the path came from (`VideoDataset`), `gdn predict`
+    # shows it as typed.
+    return DecodeError(f"{path}: {'frame folder' if folder else 'file'} not found")
 
 
 def _check_file(path: Path) -> None:
@@ -175,48 +176,113 @@ def _decode_packets(video: WebmVideo) -> Iterator[av.VideoFrame]:
     yield from codec_context.decode(None)  # flush: frames still held by the decoder
 
 
-def count_frames(path: str | Path) -> int:
+def count_frames(path: str | Path, *, strict: bool = False) -> int:
     """Exact number of frames the decoder outputs for `path` (a video file or a frame folder).
 
     VP8/VP9/AV1 (WebM stores no count: PyAV's `stream.frames` is 0) are counted by
     demuxing, one packet per frame, which is exact (checked against decoding for VP8/VP9 in
     tests/data/test_decode.py) and needs no decoding. VP8/VP9 WebM is demuxed by `gdn.data.webm`
     (same count, tests/data/test_webm.py), other files and what it declines by PyAV.
-    Other codecs use the stored count when the container has one, else decode.
-    A frame folder counts its frame files (see `list_frame_files`).
+    Other codecs use the stored count when the container has one (and demuxes as many
+    packets), else decode. A frame folder counts its frame files (see `list_frame_files`).
+
+    A video that ends before its header says (a truncated download or copy: fewer packets than
+    the stored count, or the last packet well before the declared duration) counts the frames
+    that can be read; it is logged as a warning once per file and process, or, with `strict`
+    (`gdn check-data`), raised as a DecodeError.
 
     Raises DecodeError for missing, empty, corrupt or frameless files.
     """
-    path = Path(path)
-    if path.is_dir():
-        return len(_frame_names(path))
-    video = _parse_webm_file(path)
-    n = len(video.packets) if video is not None else _count_frames_pyav(path)
-    if n == 0:
-        raise DecodeError(f"{path}: contains no video frames; re-download or re-encode it")
+    n, short = _count(path)
+    if short:
+        _ends_early(path, short, strict)
     return n
 
 
-def _count_frames_pyav(path: Path) -> int:
+def _count(path: str | Path) -> tuple[int, str | None]:
+    """`(frames, how the file ends early or None)` for `count_frames`."""
+    path = Path(path)
+    if path.is_dir():
+        return len(_frame_names(path)), None
+    video = _parse_webm_file(path)  # it declines truncated files: PyAV then sees how
+    n, short = (len(video.packets), None) if video is not None else _count_frames_pyav(path)
+    if n == 0:
+        raise DecodeError(f"{path}: contains no video frames; re-download or re-encode it")
+    return n, short
+
+
+_ENDS_EARLY_WARNED: set[str] = set()
+
+
+def _ends_early(path: str | Path, short: str, strict: bool) -> None:
+    """Report a video that ends before its header says: DecodeError if `strict`, else one warning
+    per file and process (counts are taken per clip where no cache keeps them)."""
+    if strict:
+        raise DecodeError(f"{path}: {short}; re-download or re-encode it")
+    if str(path) not in _ENDS_EARLY_WARNED:
+        _ENDS_EARLY_WARNED.add(str(path))
+        log.warning("%s: %s; only those frames are used (re-download or re-encode it to use the "
+                    "whole video)", path, short)
+
+
+def _count_frames_pyav(path: Path) -> tuple[int, str | None]:
+    """`_count` through PyAV's demuxer: packets, or decoded frames where packets do not count
+    frames; incomplete (corrupt-flagged) packets at a cut are not frames."""
     with _open(path) as container:
         stream = _video_stream(container, path)
+        stored = stream.frames
+        one_per_frame = stream.codec_context.name in _ONE_PACKET_PER_FRAME
+        by_decoding = not one_per_frame and stored <= 0
+        packets = decoded = 0
+        end = None  # where the last packet ends, in stream time base units
         try:
-            if stream.codec_context.name in _ONE_PACKET_PER_FRAME:
-                n = sum(
-                    1
-                    for packet in container.demux(stream)
-                    if packet.size > 0 and not packet.is_discard
-                )
-            elif stream.frames > 0:
-                n = stream.frames
-            else:
-                n = sum(1 for _ in container.decode(stream))
+            for packet in container.demux(stream):
+                if packet.is_corrupt:
+                    continue
+                if by_decoding:
+                    decoded += len(packet.decode())  # the last, empty packet flushes the decoder
+                if packet.size > 0 and not packet.is_discard:
+                    packets += 1
+                    if packet.pts is not None:
+                        end = max(end or 0, packet.pts + (packet.duration or 0))
         except av.FFmpegError as e:
             raise DecodeError(
                 f"{path}: cannot be read to the end ({e}); the file is truncated or corrupt, "
                 "re-download or re-encode it"
             ) from e
-    return n
+        if by_decoding:
+            n = decoded
+        else:
+            n = packets if one_per_frame or packets < stored else stored
+        if stored > 0:
+            short = (f"the file ends early: {packets} of the {stored} frames its header declares could "
+                     "be read") if packets < stored else None
+        else:
+            short = _short_duration(container, stream, end, n)
+        return n, short
+
+
+def _short_duration(container: av.container.InputContainer, stream: av.VideoStream, end: int | None,
+                    n: int) -> str | None:
+    """How a video without a stored frame count ends early, or None: its last packet ends more
+    than 5% of the duration its header declares (and two frames) before that duration."""
+    if end is None or stream.time_base is None:
+        return None
+    start = stream.start_time or 0
+    if stream.duration:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration:
+        declared = container.duration / av.time_base - float(start * stream.time_base)
+    else:
+        return None
+    read = float((end - start) * stream.time_base)
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    slack = max(0.05 * declared, 2 / rate if rate else 0.0)
+    if read >= declared - slack:
+        return None
+    about = f" (about {round(declared * rate)} frames)" if rate else ""
+    return (f"the file ends early: {n} frames ({read:.1f} s) could be read of the {declared:.1f} s its header "
+            f"declares{about}")
 
 
 def _read_video(path: Path, wanted: list[int]) -> list[np.ndarray]:
@@ -413,31 +479,34 @@ def _read_folder(folder: str | Path, wanted: list[int]) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- frame count cache
 
 
-def _cached_count(entries: dict, path: str | Path) -> tuple[int, bool]:
-    """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n]."""
+def _cached_count(entries: dict, path: str | Path, strict: bool = False) -> tuple[int, bool]:
+    """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n],
+    plus how the file ends early for a video that does (see `count_frames`)."""
     try:
         stat = os.stat(path)
     except OSError:
-        return count_frames(path), False  # missing file: count_frames raises the DecodeError
+        return count_frames(path, strict=strict), False  # missing file: count_frames raises the DecodeError
     key, signature = os.path.abspath(path), [stat.st_size, stat.st_mtime_ns]
     entry = entries.get(key)
-    if entry is not None and list(entry[:2]) == signature:
-        return entry[2], False
-    n = count_frames(path)
-    entries[key] = [*signature, n]
-    return n, True
+    updated = entry is None or list(entry[:2]) != signature
+    if updated:
+        n, short = _count(path)
+        entry = entries[key] = [*signature, n] + ([short] if short else [])
+    if len(entry) > 3:  # remembered with the count, so that a cache never hides it
+        _ends_early(path, entry[3], strict)
+    return entry[2], updated
 
 
-def count_frames_cached(path: str | Path, cache: dict | FrameCountCache) -> int:
-    """`count_frames(path)`, remembered in `cache` (a plain dict or a FrameCountCache).
+def count_frames_cached(path: str | Path, cache: dict | FrameCountCache, *, strict: bool = False) -> int:
+    """`count_frames(path, strict=strict)`, remembered in `cache` (a plain dict or a FrameCountCache).
 
     An entry is keyed by absolute path and holds the file's size and mtime: a
     replaced or re-encoded file is counted again, and so is a frame folder that gained or
     lost a file (that changes the folder's mtime).
     """
     if isinstance(cache, FrameCountCache):
-        return cache.get(path)
-    return _cached_count(cache, path)[0]
+        return cache.get(path, strict=strict)
+    return _cached_count(cache, path, strict)[0]
 
 
 class FrameCountCache:
@@ -450,7 +519,7 @@ class FrameCountCache:
     with several writers the last one wins, which costs at most a recount.
     """
 
-    VERSION = 1
+    VERSION = 2  # 2: entries remember how a video ends early
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -464,8 +533,8 @@ class FrameCountCache:
             except (OSError, ValueError, KeyError, AttributeError) as e:
                 log.warning("%s: unreadable frame count cache (%s); counting again", self.path, e)
 
-    def get(self, path: str | Path) -> int:
-        n, updated = _cached_count(self._entries, path)
+    def get(self, path: str | Path, *, strict: bool = False) -> int:
+        n, updated = _cached_count(self._entries, path, strict)
         self._dirty |= updated
         return n
 
