@@ -107,6 +107,7 @@ def test_live_source_json_lines_with_smoothing_and_threshold(colour_checkpoint, 
 
 
 def test_live_source_dropped_is_one_line_exit_1(colour_checkpoint, serve, capsys):
+    """Case 18 from the command line: one line, exit 1, no traceback."""
     server = serve("drop")
     assert main(["predict", str(colour_checkpoint), "--source", server.url, "--window", "12f",
                  "--device", "cpu"]) == 1

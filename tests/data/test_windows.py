@@ -3,8 +3,10 @@ the stream reader against `read_frames`."""
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -95,3 +97,21 @@ def test_unreadable_video_names_the_file(tmp_path):
     bad.write_text("not a video\n" * 10)
     with pytest.raises(DecodeError, match="notes.mp4"):
         list(read_windows(bad, "8f", None, SegmentSampler(4, train=False)))
+
+
+def test_a_video_cut_short_warns_and_its_windows_cover_what_decodes(tmp_path, caplog):
+    """Case 19: an MP4 whose header (moov first) states 40 frames, cut at 60% of its bytes."""
+    path = tmp_path / "cut.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("mpeg4", rate=12)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
+        for f in gradient_frames(40):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 6 // 10])
+    with caplog.at_level(logging.WARNING, logger="gdn.data.decode"):
+        got = [w for w, _ in read_windows(path, "8f", None, SegmentSampler(4, train=False))]
+    (warning,) = [r.getMessage() for r in caplog.records if "ends early" in r.getMessage()]
+    n = int(warning.split("ends early: ")[1].split()[0])
+    assert 8 < n < 40 and warning.startswith(f"{path}: the file ends early: {n} of the 40 frames")
+    assert got == WindowSampler(8, 8, SegmentSampler(4, train=False)).windows(n)

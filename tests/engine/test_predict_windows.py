@@ -55,7 +55,7 @@ def _rss() -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc")
 def test_memory_does_not_grow_with_the_video_length(colour_checkpoint, tmp_path):
-    """Peak resident memory while predicting a 2400-frame video (320x240: 550 MB of RGB frames)
+    """Case 19: peak resident memory while predicting a 2400-frame video (320x240: 550 MB of RGB frames)
     is within 20 MB of that for a 240-frame one: frames are decoded as a stream, never kept."""
     predictor = Predictor(colour_checkpoint, device="cpu")
 

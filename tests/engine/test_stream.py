@@ -44,6 +44,7 @@ def replaced(caplog) -> int:
 
 
 def test_reads_a_local_stream_and_stops_at_its_end(predictor, serve, caplog):
+    """Case 18: the end of the stream ends the iteration; every window is scored or counted."""
     server = serve("end")
     with caplog.at_level(logging.INFO):
         got = list(predictor.stream(server.url, "12f", "6f", timeout=5))
@@ -73,6 +74,7 @@ def test_live_windows_and_smoothing_match_the_file_windows(predictor, serve, col
 
 
 def test_survives_a_stall_shorter_than_the_timeout(predictor, serve):
+    """Case 18: a 1.5 s pause with a 5 s timeout is waited out."""
     server = serve("stall:1.5")
     got = list(predictor.stream(server.url, "12f", "6f", timeout=5))
     assert server.stalled >= 1.5 and server.connections == 1
@@ -81,6 +83,7 @@ def test_survives_a_stall_shorter_than_the_timeout(predictor, serve):
 
 
 def test_a_dropped_connection_is_reported(predictor, serve):
+    """Case 18: a TCP reset mid-stream is StreamError naming the source."""
     server = serve("drop")
     got = []
     with pytest.raises(StreamError, match="connection lost after .* frames") as e:
@@ -91,6 +94,7 @@ def test_a_dropped_connection_is_reported(predictor, serve):
 
 
 def test_a_stall_longer_than_the_timeout_is_reported(predictor, serve):
+    """Case 18: a 3 s pause with a 1 s timeout is StreamError(stalled=True)."""
     server = serve("stall:3")
     with pytest.raises(StreamError, match="no data for 1 s after .* frames; the source stalled") as e:
         list(predictor.stream(server.url, "12f", "6f", timeout=1))
@@ -98,6 +102,7 @@ def test_a_stall_longer_than_the_timeout_is_reported(predictor, serve):
 
 
 def test_reconnects_after_a_drop_and_windows_never_span_the_gap(predictor, serve, caplog):
+    """Case 18: --reconnect retries with back-off; no window mixes two connections."""
     server = serve("drop", "end")
     with caplog.at_level(logging.INFO):
         got = list(predictor.stream(server.url, "12f", "6f", timeout=5, reconnect=2, backoff=0.05))
@@ -114,6 +119,7 @@ def test_reconnects_after_a_drop_and_windows_never_span_the_gap(predictor, serve
 
 
 def test_a_source_that_cannot_be_opened(predictor):
+    """Case 18: a refused connection is StreamError naming the source."""
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -9,6 +9,10 @@ Frame indices are 0-based positions in presentation order: index `i` is the
 folder (so `00001.jpg` is index 0). `count_frames` counts in the same terms,
 so `range(count_frames(p))` are exactly the indices `read_frames` accepts.
 
+Long videos and live sources are read once, in order, by `FrameStream`, which hands over the
+decoder's pictures for a caller to convert (`RgbConverter`) only where it needs them
+(`gdn.data.windows`, `gdn predict --window` / `--source`).
+
 Videos are opened inside each call (the readers run in DataLoader workers,
 where a container must not be shared across processes) and always closed.
 Decoding stops at the largest requested index and only requested frames are

@@ -223,26 +223,27 @@ def save_explanation(e: Explanation, out: str | Path) -> dict[str, Path]:
     plt.close(fig)
 
     colour = np.array(class_colour(e.target)) / 255
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [max(t, 3), 3]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [max(t, 4), 4]})
     left.bar(range(t), tmp["occluded"], color=colour)
-    left.axhline(tmp["original"], color="k", ls="--", lw=1, label="no frame occluded")
+    left.axhline(tmp["original"], color="k", ls="--", lw=1)
     left.set_xticks(range(t), [str(i) for i in e.frame_indices], fontsize=8)
-    left.set_xlabel("frame occluded")
-    left.set_ylabel(f"p('{e.class_name}')" if len(e.class_name) < 30 else "probability")
-    left.set_ylim(0, 1)
-    left.legend(fontsize=8, loc="lower right")
+    left.set_xlabel("frame occluded (dashed: none)")
+    left.set_ylabel("probability")
+    left.set_ylim(0, 1.1)
     shuffled = tmp["shuffled"]
     bars = [tmp["original"], tmp["reversed"]] + ([float(np.mean(shuffled))] if shuffled else [])
     labels = ["in order", "reversed"] + ([f"shuffled\n(mean of {len(shuffled)})"] if shuffled else [])
     right.bar(range(len(bars)), bars, color=[colour, "0.45", "0.7"][: len(bars)])
     for i, v in enumerate(bars):
         right.text(i, v + 0.02, f"{v:.3f}", ha="center", fontsize=8)
-    if shuffled:
+    if shuffled:  # the range over the shuffles
         right.vlines(2, min(shuffled), max(shuffled), color="k", lw=1)
     right.set_xticks(range(len(bars)), labels, fontsize=8)
     right.set_ylim(0, 1.1)
-    right.set_title(f"frame order: reversing changes p by {tmp['reversed'] - tmp['original']:+.3f}", fontsize=9)
-    fig.suptitle(f"{e.model}: does '{e.class_name}' depend on the frames and their order?", fontsize=10)
+    right.set_title("frame order", fontsize=9)
+    change = round(tmp["reversed"] - tmp["original"], 3) + 0.0  # no "-0.000"
+    fig.suptitle(f"{e.model}: p('{e.class_name}') with a frame occluded, and with the frames reordered "
+                 f"(reversed: {change:+.3f})", fontsize=10)
     fig.tight_layout()
     fig.savefig(paths["temporal"], dpi=100)
     plt.close(fig)

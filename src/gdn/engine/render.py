@@ -52,14 +52,19 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def draw_lines(frame: np.ndarray, lines: list[str]) -> np.ndarray:
-    """The frame with `lines` drawn top-left on a translucent dark band (Pillow ImageDraw)."""
+    """The frame with `lines` drawn top-left on a translucent dark band (Pillow ImageDraw), in
+    a font of 1/18 of the frame's height, smaller (down to 8 px) where a line would not fit."""
     image = Image.fromarray(frame).convert("RGBA")
-    size = max(10, image.height // 18)
-    font = _font(size)
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    pad, step = size // 3, int(size * 1.25)
-    width = max(draw.textlength(line, font=font) for line in lines)
+    size = max(10, image.height // 18)
+    while True:
+        font = _font(size)
+        pad, step = size // 3, int(size * 1.25)
+        width = max(draw.textlength(line, font=font) for line in lines)
+        if width + 2 * pad <= image.width or size <= 8:
+            break
+        size -= 1
     draw.rectangle((0, 0, width + 2 * pad, pad * 2 + step * len(lines)), fill=(0, 0, 0, 150))
     for i, line in enumerate(lines):
         draw.text((pad, pad + i * step), line, font=font, fill=(255, 255, 255, 255))
