@@ -121,3 +121,16 @@ def test_timeline_png(tmp_path):
 
 def test_class_colours_differ_for_twenty_classes():
     assert len({class_colour(k) for k in range(20)}) == 20 and class_colour(20) == class_colour(0)
+
+
+@pytest.mark.parametrize("n,w,s", [(100, 16, 12), (37, 8, 3), (5, 8, 4), (1000, 48, 7)])
+def test_each_frame_shows_the_window_with_the_nearest_centre(n, w, s):
+    from gdn.data.sampling import SegmentSampler
+    from gdn.data.windows import WindowSampler
+    from gdn.engine.render import _nearest_window
+
+    windows = WindowSampler(w, s, SegmentSampler(4, train=False)).windows(n)
+    centres = np.array([(x.start + x.end) / 2 for x in windows])
+    brute = np.abs(np.arange(n)[:, None] + 0.5 - centres[None]).argmin(axis=1)  # the earlier on a tie
+    got = _nearest_window([prediction(0, window=x) for x in windows], n)
+    np.testing.assert_array_equal(got, brute)

@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE.json",
-                   help="JSON instead of tables: on stdout, or into FILE.json")
+                   help="JSON on stdout instead of the tables, or (with FILE.json) into that file")
     p.add_argument("--overlay", metavar="OUT.mp4",
                    help="write the input with the predictions drawn on it, its audio kept "
                         "(several inputs: OUT-<name>.mp4)")

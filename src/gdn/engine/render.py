@@ -170,9 +170,13 @@ def _audio_packets(src: Path) -> tuple[av.container.InputContainer | None, av.Au
 def _nearest_window(windows: Sequence[Prediction], num_frames: int) -> np.ndarray:
     """For every frame, the index of the window whose centre is nearest (the earlier on a tie):
     with overlapping windows, the one that saw the most around that frame."""
-    centres = np.array([(p.window.start + p.window.end) / 2 for p in windows])
+    centres = np.array([(p.window.start + p.window.end) / 2 for p in windows])  # increasing
     frames = np.arange(num_frames) + 0.5
-    return np.abs(frames[:, None] - centres[None, :]).argmin(axis=1)
+    if len(centres) == 1:
+        return np.zeros(num_frames, np.int64)
+    right = np.searchsorted(centres, frames).clip(1, len(centres) - 1)
+    left = right - 1
+    return np.where(frames - centres[left] <= centres[right] - frames, left, right)
 
 
 def _timeline_strip(windows: Sequence[Prediction], num_frames: int, width: int, height: int) -> np.ndarray:
