@@ -22,9 +22,10 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gdn.data.decode import FrameStream, RgbConverter, count_frames, read_frames
+from gdn.data.decode import DecodeError, FrameStream, RgbConverter, count_frames, read_frames
 from gdn.data.windows import FOLDER_RATE
 from gdn.engine.predict import Prediction
+from gdn.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,15 @@ class VideoWriter:
                  audio: av.AudioStream | None = None) -> None:
         self.path = Path(dst)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.path), mode="w")
+        try:
+            self.container = av.open(str(self.path), mode="w")
+        except (av.FFmpegError, ValueError) as e:
+            raise UsageError(f"{self.path}: cannot write a video there ({e}); use a .mp4 or .mkv name") from e
         takes = self.container.supported_codecs
         codec = next((c for c in _VIDEO_CODECS if c in av.codecs_available and c in takes), None)
         if codec is None:
             self.container.close()
-            raise ValueError(f"{self.path}: no video encoder for this container; use .mp4 or .mkv")
+            raise UsageError(f"{self.path}: no video encoder for this container; use a .mp4 or .mkv name")
         self.stream = self.container.add_stream(codec, rate=rate)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.codec, self.frames = codec, 0
@@ -241,7 +245,7 @@ def write_overlay(src: str | Path, dst: str | Path, predictions: Prediction | Se
                 pending = next(packets, None)
             writer.write(draw_lines(rgb, lines), pts, time_base)
         if writer is None:
-            raise ValueError(f"{src}: no frames to write")
+            raise DecodeError(f"{src}: contains no video frames; re-download or re-encode it")
         while pending is not None:
             writer.mux_audio(pending)
             pending = next(packets, None)
