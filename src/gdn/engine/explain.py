@@ -131,8 +131,9 @@ def _class_index(classes: list[str], target: int | str | None, scores: torch.Ten
         return classes.index(target)
     close = difflib.get_close_matches(target, classes, n=3)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise UsageError(f"unknown class '{target}'{hint}; the checkpoint's classes are listed by "
-                     "`gdn predict --topk N`")
+    known = (f"choose one of: {', '.join(classes)}" if len(classes) <= 20 else
+             f"give one of the checkpoint's {len(classes)} class names or an index")
+    raise UsageError(f"unknown class '{target}'{hint}; {known}")
 
 
 def explain(predictor: Predictor, path: str | Path, *, target: int | str | None = None,
