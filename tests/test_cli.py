@@ -11,6 +11,7 @@ from gdn.cli import COMMANDS, main
     (["export", "/nonexistent.pt", "--onnx", "x.onnx"], "/nonexistent.pt: checkpoint not found"),
     (["test", "/nonexistent.pt"], "/nonexistent.pt: checkpoint not found"),
     (["predict", "/nonexistent.pt", "clip.mp4"], "/nonexistent.pt: checkpoint not found"),
+    (["explain", "/nonexistent.pt", "clip.mp4", "--out", "/tmp/gdn-never-written"], "/nonexistent.pt: checkpoint not found"),
     (["ensemble", "/nonexistent.npz"], "/nonexistent.npz: score file not found"),
     (["train", "--config", "/nonexistent.yaml"], "/nonexistent.yaml: config file not found"),
     (["profile", "--models", "gdn_r5"], "unknown model(s) gdn_r5"),

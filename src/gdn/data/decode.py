@@ -9,6 +9,10 @@ Frame indices are 0-based positions in presentation order: index `i` is the
 folder (so `00001.jpg` is index 0). `count_frames` counts in the same terms,
 so `range(count_frames(p))` are exactly the indices `read_frames` accepts.
 
+Long videos and live sources are read once, in order, by `FrameStream`, which hands over the
+decoder's pictures for a caller to convert (`RgbConverter`) only where it needs them
+(`gdn.data.windows`, `gdn predict --window` / `--source`).
+
 Videos are opened inside each call (the readers run in DataLoader workers,
 where a container must not be shared across processes) and always closed.
 Decoding stops at the largest requested index and only requested frames are
@@ -28,6 +32,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -48,6 +53,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DecodeError",
     "FrameCountCache",
+    "FrameStream",
+    "RgbConverter",
+    "StreamError",
     "count_frames",
     "count_frames_cached",
     "frame_number_gaps",
@@ -301,22 +309,13 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
     returns them; stops decoding after the largest index."""
     needed, last = set(wanted), max(wanted)
     converted: dict[int, np.ndarray] = {}  # frame index -> its RGB pixels
-    size: tuple[int, int] | None = None  # (width, height) of the first needed frame
     decoded = 0
-    # One converter per clip: a fresh one per frame (what `frame.to_ndarray(format=...)`
-    # does) re-initialises swscale each time, ~25% of the read time for 16 frames.
-    reformatter = VideoReformatter()
+    to_rgb = RgbConverter()  # one per clip: one size per clip
     try:
         for index, frame in enumerate(frames):
             decoded = index + 1
             if index in needed:
-                if size is None:
-                    size = frame.width, frame.height
-                # VP9 may change resolution mid-stream: keep one size per clip. One swscale
-                # thread: its default (one per CPU) costs ~1.6x the CPU time for the same
-                # pixels in a worker process, and the workers already use every core.
-                converted[index] = _rgb_pixels(reformatter.reformat(
-                    frame, format="rgb24", width=size[0], height=size[1], threads=1))
+                converted[index] = to_rgb(frame)
             if index >= last:
                 break
     except av.FFmpegError as e:
@@ -332,6 +331,28 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
     return [converted[i] for i in wanted]
 
 
+class RgbConverter:
+    """Decoded frames -> uint8 `(H, W, 3)` RGB arrays, all of one size: that of the first
+    frame converted (VP9 may change resolution mid-stream, a clip or a window must not).
+
+    One converter serves many frames: a fresh swscale context per frame (what
+    `frame.to_ndarray(format=...)` makes) costs ~25% of the read time of a 16-frame clip.
+    One swscale thread: its default (one per CPU) costs ~1.6x the CPU time for the same
+    pixels in a DataLoader worker, and the workers already use every core. Not thread-safe:
+    one converter per thread.
+    """
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+        self.size: tuple[int, int] | None = None  # (width, height)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.size is None:
+            self.size = frame.width, frame.height
+        return _rgb_pixels(self._reformatter.reformat(
+            frame, format="rgb24", width=self.size[0], height=self.size[1], threads=1))
+
+
 def _rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
     """An rgb24 frame's pixels as a `(H, W, 3)` array over the frame's own buffer, which the
     array keeps alive. `frame.to_ndarray()` would copy them (row by row, as swscale pads its
@@ -339,6 +360,94 @@ def _rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
     rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
     return rows[:, : 3 * frame.width].reshape(frame.height, frame.width, 3)
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+class StreamError(DecodeError):
+    """A live source that cannot be opened, stalls or drops its connection (exit code 1: the
+    input was valid, the run failed)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, stalled: bool = False) -> None:
+        super().__init__(message)
+        self.stalled = stalled
+
+
+class FrameStream:
+    """The frames of a long video file or a live source, decoded once, in presentation order.
+
+    Iterating yields the decoder's pictures (`av.VideoFrame`, not converted): a caller converts
+    only those it uses (`RgbConverter`), as `read_frames` does; a long video is never held in
+    memory. Use it as a context manager (the container is closed on exit).
+
+    Args:
+        source: a video file, or with `live=True` anything `av.open` accepts: a URL (rtsp://,
+            http://, udp://, tcp://), a device (`/dev/video0` with `format="v4l2"`), a named
+            pipe, or "-" for standard input.
+        live: no file checks; a read that waits longer than `timeout` seconds raises
+            `StreamError(stalled=True)`, a connection error `StreamError`.
+        format: the input format, for sources FFmpeg cannot guess (v4l2, mpegts, ...).
+        timeout: seconds a live source may take to open and to deliver each packet.
+
+    Attributes: `rate` (frames per second: the stream's average rate, else FFmpeg's guess,
+    else None), `stated_frames` (the container's frame count, 0 when it has none) and
+    `decoded` (frames yielded so far).
+    """
+
+    def __init__(self, source: str | Path, *, live: bool = False, format: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self.source, self.live, self.decoded = str(source), live, 0
+        if live:
+            target = "pipe:0" if self.source == "-" else self.source
+            try:
+                self.container = av.open(target, format=format, timeout=(timeout, timeout))
+            except (av.FFmpegError, OSError) as e:
+                raise StreamError(f"{source}: cannot be opened ({e})", stalled=isinstance(e, av.ExitError)) from e
+        else:
+            self.container = _open(Path(source))
+        try:
+            if not self.container.streams.video:
+                raise DecodeError(f"{source}: has no video stream; is it the right source?")
+            self.stream = self.container.streams.video[0]
+        except DecodeError:
+            self.container.close()
+            raise
+        # Frame threading adds a few frames of latency: fine for files, not for a live source.
+        self.stream.codec_context.thread_type = "SLICE" if live else "AUTO"
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.rate = Fraction(rate) if rate else None
+        self.stated_frames = self.stream.frames
+        self.timeout = timeout
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        try:
+            for frame in self.container.decode(self.stream):
+                self.decoded += 1
+                yield frame
+        except av.ExitError as e:  # PyAV's read timeout (live sources)
+            raise StreamError(f"{self.source}: no data for {self.timeout:g} s after {self.decoded} frames; "
+                              "the source stalled", stalled=True) from e
+        except av.FFmpegError as e:
+            if self.live:
+                raise StreamError(f"{self.source}: connection lost after {self.decoded} frames ({e})") from e
+            raise DecodeError(f"{self.source}: decoding failed after {self.decoded} frames ({e}); the file "
+                              "is corrupt, re-download or re-encode it") from e
+        if not self.live and self.decoded < self.stated_frames:
+            log.warning("%s: the file ends early: %d of the %d frames its header states could be "
+                        "decoded; the file is truncated, re-download or re-encode it",
+                        self.source, self.decoded, self.stated_frames)
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------- frame folders
