@@ -409,3 +409,27 @@ def test_case16_workers_and_epochs_get_different_augmentations(tmp_path):
     assert all(not torch.equal(e0[i], e1[i]) for i in range(8))  # and a new one each epoch
     z0 = epoch_clips(zero, 0)
     assert all(torch.equal(z0[i], e0[i]) for i in range(8))  # independent of the worker count
+
+
+def test_close_loader_stops_the_persistent_workers_and_the_loader_still_works():
+    """Persistent workers outlive an epoch; left alive until the interpreter's exit they are
+    killed there and the loader raises in an atexit hook. close_loader stops them at once."""
+    import multiprocessing
+
+    from gdn.data.loader import close_loader
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"clip": torch.full((3, 2, 4, 4), i, dtype=torch.uint8), "label": 0, "index": i}
+
+    loader = build_loader(Items(), 2, train=False, workers=2)
+    assert [b["index"].tolist() for b in loader] == [[0, 1], [2, 3]]
+    assert len(multiprocessing.active_children()) == 2  # persistent: alive after the epoch
+    close_loader(loader)
+    assert multiprocessing.active_children() == []
+    assert [b["index"].tolist() for b in loader] == [[0, 1], [2, 3]]  # new workers on demand
+    close_loader(loader)
+    assert multiprocessing.active_children() == []

@@ -15,7 +15,6 @@ from gdn.data.decode import count_frames
 from gdn.data.windows import Window
 from gdn.engine.predict import Prediction
 from gdn.engine.render import class_colour, save_timeline, write_overlay
-from media import colour_frames
 
 CLASSES = ["red", "green", "blue"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gdn.data.annotations import class_difference
 from gdn.data.datasets import build_dataset
-from gdn.data.loader import build_loader
+from gdn.data.loader import build_loader, close_loader
 from gdn.data.sampling import PROTOCOLS, SAMPLINGS, check_clips
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import cleanup, init_distributed, is_distributed, is_main
@@ -103,8 +103,11 @@ def run(args: argparse.Namespace) -> int:
         log.info("evaluating %s on %s %s under the %s protocol: %d videos, %d frames, crops of %d, "
                  "%d clip(s) x %d crop(s), %s averaged", args.checkpoint, dataset, split, protocol, len(ds),
                  frames, ds.transform.crop_size, args.clips, args.crops, average)
-        res = evaluate(model, loader, device, amp=args.amp, average=average, distributed=is_distributed(),
-                       num_classes=len(classes), desc=f"test {split}")
+        try:
+            res = evaluate(model, loader, device, amp=args.amp, average=average, distributed=is_distributed(),
+                           num_classes=len(classes), desc=f"test {split}")
+        finally:
+            close_loader(loader)
         if not is_main():
             return 0
         try:

@@ -11,7 +11,6 @@ then the flags, then `--set` in order.
 from __future__ import annotations
 
 import logging
-import gc
 import os
 from pathlib import Path
 
@@ -96,20 +95,12 @@ def _yaml_value(value) -> str:
 
 
 def run(args) -> int:
-    from gdn.engine.train import StopRequest, TrainingInterrupted, train
+    from gdn.engine.train import StopRequest, train
 
     cfg = build_config(args)
     stop = StopRequest()
-    with stop.installed():
-        try:
-            result = train(cfg, resume=args.resume, overwrite=args.overwrite, stop=stop)
-        except TrainingInterrupted as e:
-            # While a further Ctrl-C is still ignored (the stop is settled): drop the traceback,
-            # whose frames hold the data loaders, so that their workers shut down now rather
-            # than in the middle of the exit, where a Ctrl-C would print a traceback.
-            e.__traceback__ = e.__context__ = None
-            gc.collect()
-            raise e from None
+    with stop.installed():  # until train() has stopped the loaders' workers (a Ctrl-C after the stop is ignored)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, stop=stop)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table (the group is gone by now)
         print(format_table(result))
     return 0

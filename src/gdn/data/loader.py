@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from gdn.data.transforms import stack_frames_last
 from gdn.ranks import rank_world
 
-__all__ = ["TrainSampler", "EvalSampler", "build_loader", "collate", "default_workers", "init_worker", "set_epoch"]
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "close_loader", "collate", "default_workers", "init_worker",
+           "set_epoch"]
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -148,9 +149,9 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
     """A DataLoader over ``dataset`` with :class:`TrainSampler` (``train``) or
     :class:`EvalSampler`; ranks come from ``torch.distributed`` when ``distributed``.
 
-    Memory is pinned when CUDA is available, workers persist across epochs. ``workers``
-    defaults to :func:`default_workers`; ``drop_last`` to ``train``. Call :func:`set_epoch`
-    before each training epoch.
+    Memory is pinned when CUDA is available, workers persist across epochs (stop them with
+    :func:`close_loader`). ``workers`` defaults to :func:`default_workers`; ``drop_last`` to
+    ``train``. Call :func:`set_epoch` before each training epoch.
     """
     if workers is None:
         workers = default_workers()
@@ -166,6 +167,16 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         drop_last=train if drop_last is None else drop_last,
         worker_init_fn=init_worker if workers > 0 else None, collate_fn=collate,
     )
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop a loader's persistent workers now. PyTorch stops them when the loader's iterator is
+    garbage collected, which a reference cycle (or a traceback holding the frame) can put off
+    until the interpreter's exit, where the workers it kills make the loader raise."""
+    iterator = getattr(loader, "_iterator", None)  # where PyTorch keeps the persistent workers' iterator
+    loader._iterator = None
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
 
 
 def set_epoch(loader: DataLoader, epoch: int, start_batch: int = 0) -> None:

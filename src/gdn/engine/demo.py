@@ -29,7 +29,7 @@ import torch
 
 from gdn.config import Config
 from gdn.data.datasets import build_dataset
-from gdn.data.loader import build_loader
+from gdn.data.loader import build_loader, close_loader
 from gdn.data.synthetic import generate
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
@@ -157,7 +157,10 @@ def _evaluate_run(cfg: Config, run_dir: Path, out: Path):
                        label_order=d.label_order)
     device = torch.device(resolve_device(cfg.device))
     loader = build_loader(ds, cfg.train.batch_size, train=False, workers=d.workers)
-    res = evaluate(model.to(device), loader, device, num_classes=len(classes), desc=f"val {cfg.model.name}")
+    try:
+        res = evaluate(model.to(device), loader, device, num_classes=len(classes), desc=f"val {cfg.model.name}")
+    finally:
+        close_loader(loader)
     save_confusion_png(res.confusion, classes, out / f"confusion_{cfg.model.name}.png",
                        title=f"{cfg.model.name}: validation top-1 {res.top1:.1f}%")
     return res, classes

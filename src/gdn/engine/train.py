@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from gdn.config import Config, ConfigError
 from gdn.data.datasets import TooManyBadSamples, VideoDataset, build_dataset, check_bad_fraction
-from gdn.data.loader import build_loader, set_epoch
+from gdn.data.loader import build_loader, close_loader, set_epoch
 from gdn.data.transforms import model_input
 from gdn.engine import distributed as D
 from gdn.engine.checkpoint import (
@@ -420,7 +420,8 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
         started = True
 
     try:
-        return _train(cfg, resume, device, on_start, stop or StopRequest())
+        with contextlib.ExitStack() as cleanup:  # the loaders' workers stop here, not at exit
+            return _train(cfg, resume, device, on_start, stop or StopRequest(), cleanup)
     except BaseException:
         if not started and D.is_main():
             _remove_failed_start(out, before)
@@ -445,7 +446,8 @@ def _remove_failed_start(out: Path, before: set[Path] | None) -> None:
         out.rmdir()
 
 
-def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop: StopRequest) -> dict:
+def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop: StopRequest,
+           cleanup: contextlib.ExitStack) -> dict:
     t = cfg.train
     rank, world_size = D.get_rank(), D.get_world_size()
     main = rank == 0
@@ -477,6 +479,8 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop
                                 seed=t.seed, distributed=distributed)
     val_loader = build_loader(val_ds, t.batch_size, train=False, workers=cfg.data.workers,
                               seed=t.seed, distributed=distributed)
+    for loader in (train_loader, val_loader):
+        cleanup.callback(close_loader, loader)
     set_epoch(train_loader, 0)
     steps_per_epoch = len(train_loader)  # batches per epoch and rank (the last partial one dropped)
     if steps_per_epoch == 0:
