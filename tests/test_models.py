@@ -38,8 +38,8 @@ def test_unknown_model_lists_choices():
 
 
 def test_registry_names():
-    required = {"gdn_r18", "gdn_r50", "gdn_r101", "tsn_r50", "tsm_r50", "i3d_r50", "r2plus1d_r50",
-                "gst_r50", "s3d_r50", "gdn_tiny", "tsn_tiny", "tsm_tiny", "i3d_tiny"}
+    required = {"gdn_r18", "gdn_r50", "gdn_r101", "tsn_r50", "tsm_r50", "r3d_r50", "r2plus1d_r50",
+                "gst_r50", "s3d_r50", "gdn_tiny", "tsn_tiny", "tsm_tiny", "r3d_tiny"}
     assert required <= set(gdn.list_models())
     assert gdn.list_models("gdn_*") == sorted(n for n in gdn.list_models() if n.startswith("gdn_"))
 

@@ -10,7 +10,7 @@ from gdn.models.profile import TABLE1_PAPER, block_weight_factors, profile_model
 from gdn.models.registry import list_models
 
 HELP = "parameters and GMACs (multiply-accumulates) of models at several frame counts and sizes"
-DEFAULT_MODELS = "gdn_r50,tsn_r50,tsm_r50,i3d_r50,r2plus1d_r50,gst_r50,s3d_r50"
+DEFAULT_MODELS = "gdn_r50,tsn_r50,tsm_r50,r3d_r50,r2plus1d_r50,gst_r50,s3d_r50"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

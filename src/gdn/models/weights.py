@@ -12,9 +12,9 @@ and `gdn train --init-from` (a gdn checkpoint, for fine-tuning). It
 3. compares the result with the model key by key, loads it, and returns a `WeightsReport`, or
    raises `WeightsMismatchError` naming what does not fit and changes nothing.
 
-Formats: "gdn" (a gdn model's own state dict: identity) and "torchvision" (a 2D ResNet under
+Formats: "gdn" (a gdn model's own state dict: identity), "torchvision" (a 2D ResNet under
 torchvision's names; each temporal conv takes its 2D kernel through its `init_from_2d`, paper
-section 3.2). Adding one (the TSM repository's, MMAction2's) is one filter function and one
+section 3.2) and "bninception" (the TSN / ECO repositories' BN-Inception and ECO, for `ECO`). Adding one (the TSM repository's, MMAction2's) is one filter function and one
 `FORMATS` entry whose `detect` recognises its keys. A filter raises `WeightsMismatchError`
 for what it cannot map; keys it leaves unmapped are reported as unexpected.
 
@@ -195,7 +195,79 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor],
         raise WeightsMismatchError(
             "2D kernels that fit no slice or inflation of the model's convs; use weights of the same "
             "ResNet depth and widths" + _listing("mis-shaped", unfit))
+    for name, module in model.named_modules():
+        if getattr(module, "starts_as_identity", False):  # blocks the 2D network lacks (non-local)
+            random_by_design += [f"{name}.{k}" for k in module.state_dict()]
     return out, random_by_design
+
+
+# The TSN / ECO repositories' names (Caffe's BN-Inception, ECO's 3D ResNet-18) -> gdn's `ECO`.
+_BNI_STEM = {"conv1_7x7_s2": "conv1", "conv2_3x3_reduce": "conv2_reduce", "conv2_3x3": "conv2"}
+_BNI_BRANCH = {"1x1": "conv_1x1", "3x3_reduce": "conv_3x3_reduce", "3x3": "conv_3x3", "pool_proj": "pool_proj",
+               "double_3x3_reduce": "double_3x3_reduce", "double_3x3_1": "double_3x3_1",
+               "double_3x3_2": "double_3x3_2"}
+_BNI_KEY = re.compile(r"(?P<layer>conv1_7x7_s2|conv2_3x3_reduce|conv2_3x3|inception_(?P<block>\d[a-e])_"
+                      r"(?P<branch>1x1|3x3_reduce|3x3|double_3x3_reduce|double_3x3_[12]|pool_proj))"
+                      r"(?P<bn>_bn)?\.(?P<param>\w+)")
+_ECO3D_KEY = re.compile(r"res(?P<block>[345][ab])_(?P<part>[12]|down|bn|[12]_bn)\.(?P<param>\w+)")
+_ECO3D_NEXT = {"3a": "res3b", "3b": "res4a", "4a": "res4b", "4b": "res5a", "5a": "res5b", "5b": None}
+# Caffe's input: BGR in 0-255 minus this mean (TSN's input_mean, in BGR order).
+CAFFE_MEAN_BGR = (104.0, 117.0, 128.0)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _bninception_key(key: str) -> str | None:
+    """gdn's `ECO` name of a TSN / ECO repository key, or None if it is not one of theirs."""
+    if m := _BNI_KEY.fullmatch(key):
+        layer = _BNI_STEM.get(m["layer"]) or f"inception_{m['block']}.{_BNI_BRANCH[m['branch']]}"
+        return f"{layer}.{'bn' if m['bn'] else 'conv'}.{m['param']}"
+    if key.startswith("res3a_2."):
+        return f"net3d.conv3a.{key.split('.', 1)[1]}"
+    if m := _ECO3D_KEY.fullmatch(key):
+        block, part, param = m["block"], m["part"], m["param"]
+        if part == "bn":  # the BN after block `block`'s sum: the next block's pre-activation
+            nxt = _ECO3D_NEXT[block]
+            return f"net3d.{nxt}.preact.{param}" if nxt else f"net3d.bn_final.{param}"
+        part = {"down": "downsample", "1": "conv1", "2": "conv2", "1_bn": "bn1"}.get(part)
+        return f"net3d.res{block}.{part}.{param}" if part else None
+    return None
+
+
+def bninception_filter(state_dict: dict[str, torch.Tensor],
+                       model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A BN-Inception (TSN's or Cadene's ImageNet weights) or an ECO model of the ECO repository
+    (Kinetics or Something-Something checkpoints, `base_model.` / `new_fc` names) -> gdn's `ECO`.
+
+    Their networks take Caffe's input (BGR, 0-255, `CAFFE_MEAN_BGR` subtracted); gdn's clips are
+    RGB normalised with the ImageNet mean and std. conv1's input channels are put in RGB order
+    and the model's `input_scale` / `input_shift` are set to map one input onto the other, so the
+    converted network computes what the original computes on the same frames. The classifier
+    (`new_fc`, `fc_final`, `fc`, `last_linear`) maps to `fc`. A BN-Inception leaves the 3D part
+    random, by design (the ECO paper starts it from a 3D ResNet-18 trained on Kinetics).
+    """
+    out, unmapped = {}, []
+    for key, value in state_dict.items():
+        key = key.removeprefix("base_model.")
+        head = re.fullmatch(r"(new_fc|fc_final|fc|last_linear)\.(weight|bias)", key)
+        mapped = f"fc.{head[2]}" if head else _bninception_key(key)
+        if mapped is None:
+            unmapped.append(key)
+        else:
+            out[mapped] = value
+    if "conv1.conv.weight" in out:
+        out["conv1.conv.weight"] = out["conv1.conv.weight"].flip(1)  # BGR -> RGB input channels
+        std = torch.tensor(IMAGENET_STD)
+        out["input_scale"] = std * 255
+        out["input_shift"] = torch.tensor(IMAGENET_MEAN) * 255 - torch.tensor(CAFFE_MEAN_BGR[::-1])
+    out.update({k: v for k, v in state_dict.items() if k in unmapped})  # reported as unexpected
+    random_by_design = []
+    if not any(k.startswith("net3d.") for k in out):
+        random_by_design = [k for k in model.state_dict() if k.startswith("net3d.")]
+    return out, random_by_design
+
+
+def _is_bninception(keys: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.removeprefix("base_model.") == "conv1_7x7_s2.weight" for k in keys)
 
 
 # torchvision ResNet names: stem, blocks (convK, bnK, downsample.0/1) and classifier.
@@ -235,6 +307,12 @@ FORMATS: dict[str, WeightsFormat] = {
         _is_2d_resnet, torchvision_filter, strict=False, head_may_differ=True,
         expects="a 2D ResNet state dict under torchvision's names (conv1.weight, layer1.0.conv1.weight, fc.weight)",
         hint="2D ResNet weights of another depth or width? use weights of the same ResNet depth",
+    ),
+    "bninception": WeightsFormat(
+        _is_bninception, bninception_filter, strict=False, head_may_differ=True,
+        expects="BN-Inception / ECO under the TSN and ECO repositories' names (conv1_7x7_s2.weight, "
+                "inception_3a_1x1_bn.running_mean, res3a_2.weight)",
+        hint="an ECO of another width, or a BN-Inception of another layout?",
     ),
     "gdn": WeightsFormat(
         _is_video_resnet, gdn_filter,
