@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gdn.commands.check_data import table
+from gdn.data.annotations import SSV1_SPLIT, SSV2_SPLIT
 from gdn.data.datasets import VideoDataset, build_dataset
 from gdn.data.decode import count_frames_cached
 from gdn.data.loader import collate, init_worker
@@ -62,8 +63,7 @@ def _synthetic(out: Path, videos: int) -> list[tuple[str, Path]]:
     for fmt, folder, height, width in SYNTHETIC:
         root = out / folder
         sources.append((fmt, root))
-        if (root / "something-something-v2-train.json").exists() or \
-                (root / "something-something-v1-train.csv").exists():
+        if (root / (SSV2_SPLIT if fmt == "ssv2" else SSV1_SPLIT).format(split="train")).exists():
             continue
         log.info("writing a synthetic %dx%d %s dataset to %s", height, width, fmt, root)
         # Something-Something clips: 12 fps, 2-6 s
@@ -79,8 +79,7 @@ def prepare(name: str, root: Path, split: str, frames: int, size: int) -> VideoD
     and a first item read (imports, allocator)."""
     ds = build_dataset(name, root, split, frames=frames, size=size, train=True)
     for entry in ds.entries:
-        if not entry.frames:
-            count_frames_cached(entry.path, ds.frame_counts)
+        count_frames_cached(entry.path, ds.frame_counts)
     collate([ds[(0, 99)]])
     return ds
 

@@ -13,8 +13,7 @@ from tqdm import tqdm
 
 from gdn.data.annotations import DATASETS, AnnotationError, Annotations, Entry, read_annotations
 from gdn.data.decode import (DecodeError, FrameCountCache, count_frames_cached, frame_number_gaps,
-                             list_frame_files,
-                             read_frame_folder, read_video_frames)
+                             list_frame_files, read_frames)
 
 HELP = "check a dataset: annotations, every video/frame folder; lists bad entries (exit 1 if any)"
 log = logging.getLogger(__name__)
@@ -63,10 +62,10 @@ def check_entry(entry: Entry, counts: dict | FrameCountCache, decode_all: bool =
             for f in files:  # empty JPEGs are the common damage of an interrupted extraction
                 if f.stat().st_size == 0:
                     raise DecodeError(f"{f}: frame file is empty (0 bytes); re-extract the frames")
-            read_frame_folder(entry.path, range(len(files)) if decode_all else [0, len(files) - 1], files)
+            read_frames(entry.path, range(len(files)) if decode_all else [0, len(files) - 1])
         else:
             n = count_frames_cached(entry.path, counts)
-            read_video_frames(entry.path, [n - 1] if decode_all else [0])
+            read_frames(entry.path, [n - 1] if decode_all else [0])
     except (DecodeError, OSError) as e:
         return str(e)
     return None

@@ -94,9 +94,12 @@ def _yaml_value(value) -> str:
 
 
 def run(args) -> int:
-    from gdn.engine.train import train
+    from gdn.engine.train import StopRequest, train
 
-    result = train(build_config(args), resume=args.resume, overwrite=args.overwrite)
+    cfg = build_config(args)
+    stop = StopRequest()
+    with stop.installed():  # through the exit too: a Ctrl-C after the stop must not interrupt it
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, stop=stop)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table (the group is gone by now)
         print(format_table(result))
     return 0

@@ -33,11 +33,19 @@ from gdn.errors import GdnError
 log = logging.getLogger(__name__)
 
 __all__ = ["AnnotationError", "Annotations", "Entry", "Problem", "read_annotations",
-           "read_ssv1", "read_ssv2", "read_list", "normalize_split", "DATASETS"]
+           "read_ssv1", "read_ssv2", "read_list", "normalize_split", "DATASETS",
+           "SSV1_FRAMES", "SSV1_LABELS", "SSV1_SPLIT", "SSV2_VIDEOS", "SSV2_LABELS", "SSV2_SPLIT"]
 
 DATASETS = ("ssv1", "ssv2", "list")
+# The official layouts, the one place they are spelled (synthetic.py writes them, the readers
+# below read them): under the root, the folder of frame folders or videos, the class names,
+# and one annotation file per split (`{split}`: train, validation, test).
 SSV1_FRAMES = "20bn-something-something-v1"
+SSV1_LABELS = "something-something-v1-labels.csv"
+SSV1_SPLIT = "something-something-v1-{split}.csv"
 SSV2_VIDEOS = "20bn-something-something-v2"
+SSV2_LABELS = "something-something-v2-labels.json"
+SSV2_SPLIT = "something-something-v2-{split}.json"
 _SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 
 
@@ -134,7 +142,7 @@ def read_ssv1(root: str | Path, split: str, label_order: str = "sorted") -> Anno
     if label_order not in ("sorted", "csv"):
         raise ValueError(f"unknown label_order {label_order!r}: use 'sorted' (TSM/GST) or 'csv' "
                          "(MMAction2)")
-    labels_file = _require(root / "something-something-v1-labels.csv", "SSv1 label file")
+    labels_file = _require(root / SSV1_LABELS, "SSv1 label file")
     problems: list[Problem] = []
     names = [name for _, name in _read_lines(labels_file)]
     classes = sorted(names) if label_order == "sorted" else names
@@ -146,7 +154,7 @@ def read_ssv1(root: str | Path, split: str, label_order: str = "sorted") -> Anno
                 problems.append(Problem(labels_file, f"line {ln}", f"class {name!r} listed twice"))
             seen.add(name)
 
-    file = _require(root / f"something-something-v1-{split}.csv", f"SSv1 {split} list")
+    file = _require(root / SSV1_SPLIT.format(split=split), f"SSv1 {split} list")
     entries: list[Entry] = []
     for ln, line in _read_lines(file):
         vid, sep, name = line.partition(";")
@@ -184,7 +192,7 @@ def read_ssv2(root: str | Path, split: str, frames_dir: str | Path | None = None
     """
     root, split = Path(root), normalize_split(split)
     problems: list[Problem] = []
-    labels_file = _require(root / "something-something-v2-labels.json", "SSv2 label file")
+    labels_file = _require(root / SSV2_LABELS, "SSv2 label file")
     raw = _load_json(labels_file)
     if not isinstance(raw, dict):
         raise AnnotationError(f"{labels_file}: expected an object {{template: index}}")
@@ -204,7 +212,7 @@ def read_ssv2(root: str | Path, split: str, frames_dir: str | Path | None = None
     classes = [by_index[i] for i in sorted(by_index)]
     index = {name: i for i, name in enumerate(classes)}
 
-    file = _require(root / f"something-something-v2-{split}.json", f"SSv2 {split} list")
+    file = _require(root / SSV2_SPLIT.format(split=split), f"SSv2 {split} list")
     items = _load_json(file)
     if not isinstance(items, list):
         raise AnnotationError(f"{file}: expected a list of {{\"id\": ...}} objects")

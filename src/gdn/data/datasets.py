@@ -18,7 +18,6 @@ another video would silently change the reported accuracy.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -28,8 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from gdn.data.annotations import Annotations, Entry, read_annotations
-from gdn.data.decode import (DecodeError, FrameCountCache, _frame_names, _read_frame_list,
-                             count_frames_cached, read_video_frame_list)
+from gdn.data.decode import DecodeError, FrameCountCache, count_frames_cached, read_frames
 from gdn.data.sampling import build_sampler
 from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map, stack_frames_last
 from gdn.errors import GdnError
@@ -77,7 +75,8 @@ class VideoDataset(Dataset):
         clips, crops: evaluation views, ``clips`` temporal x ``crops`` (1 or 3) spatial.
         sampling: ``"tsn"`` (segments) or ``"dense"`` (``stride`` apart).
         flip: ``"label"`` (label-aware), ``"naive"`` (labels kept) or ``"none"`` (training only).
-        frame_counts: remembers video frame counts (a dict or a FrameCountCache).
+        frame_counts: remembers the frame counts of videos and frame folders (a dict or a
+            FrameCountCache).
     """
 
     def __init__(self, annotations: Annotations, *, frames: int = 8, train: bool = False,
@@ -120,17 +119,9 @@ class VideoDataset(Dataset):
 
         Only the sampled frames are decoded. Raises DecodeError for unreadable files.
         """
-        entry = self.entries[index]
-        path = entry.path
-        if entry.frames or path.is_dir():
-            names = _frame_names(path)  # a listing per clip: cheap, and never stale
-            idx = self.sampler(len(names), rng)  # (clips, T)
-            frames = _read_frame_list(path, idx.ravel().tolist(), len(names),
-                                      lambda i: os.path.join(path, names[i]))
-        else:
-            n = count_frames_cached(path, self.frame_counts)
-            idx = self.sampler(n, rng)
-            frames = read_video_frame_list(path, idx.ravel())
+        path = self.entries[index].path
+        idx = self.sampler(count_frames_cached(path, self.frame_counts), rng)  # (clips, T)
+        frames = read_frames(path, idx.ravel().tolist())
         t = idx.shape[1]
         return [frames[k : k + t] for k in range(0, len(frames), t)]
 

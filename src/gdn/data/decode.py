@@ -1,31 +1,33 @@
-"""Decoding videos and JPEG frame folders into uint8 RGB arrays.
+"""Decoding videos and JPEG frame folders into uint8 RGB frames: one reader, `read_frames`.
 
 Something-Something V2 ships VP9 WebM files, V1 ships folders of JPEG frames
-(`<id>/00001.jpg ...`); both end up here as `(T, H, W, 3)` uint8 RGB arrays.
+(`<id>/00001.jpg ...`); `read_frames(path, indices)` reads either into a list of
+uint8 `(H, W, 3)` RGB arrays, one per index.
 
 Frame indices are 0-based positions in presentation order: index `i` is the
 `i`-th frame the decoder outputs, or the `i`-th file of the sorted frame
 folder (so `00001.jpg` is index 0). `count_frames` counts in the same terms,
-so `range(count_frames(p))` are exactly the indices `read_*` accepts.
+so `range(count_frames(p))` are exactly the indices `read_frames` accepts.
 
 Videos are opened inside each call (the readers run in DataLoader workers,
 where a container must not be shared across processes) and always closed.
 Decoding stops at the largest requested index and only requested frames are
 converted to RGB: the YUV->RGB conversion costs about as much as decoding.
 VP8/VP9 WebM files are demuxed by `gdn.data.webm` and decoded by a bare decoder,
-without `av.open` (format probing and stream analysis cost more CPU than a
-short clip's demuxing); anything that parser declines goes through PyAV's demuxer.
+without `av.open`, whose stream analysis decodes the first frame however little it is
+asked to probe: the parser saves 13-18% of a 240p training item's CPU time against
+`av.open` with probing cut down (docs/benchmarks.md, "WebM demuxing"). Anything the
+parser declines goes through PyAV's demuxer.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import av
@@ -50,18 +52,13 @@ __all__ = [
     "count_frames_cached",
     "frame_number_gaps",
     "list_frame_files",
-    "read_frame_folder",
-    "read_video_frame_list",
-    "read_video_frames",
-    "TORCHCODEC_AVAILABLE",
+    "read_frames",
 ]
-
-TORCHCODEC_AVAILABLE = importlib.util.find_spec("torchcodec") is not None
 
 # Codecs whose containers (WebM/Matroska/MP4) carry exactly one packet per shown
 # frame: VP8/VP9 pack hidden alt-ref frames into the same "superframe" packet
 # as the next shown frame, AV1 packs a temporal unit per packet. For these,
-# demuxing (no decoding) gives the exact frame count; tests/test_decode.py checks
+# demuxing (no decoding) gives the exact frame count; tests/data/test_decode.py checks
 # it against a full decode, alt-ref frames included.
 _ONE_PACKET_PER_FRAME = {"vp8", "vp9", "av1", "libdav1d", "libvpx", "libvpx-vp9"}
 
@@ -79,12 +76,47 @@ class DecodeError(GdnError):
     """A video or frame file that cannot be read; the message names the file and what to do."""
 
 
+def read_frames(path: str | Path, indices: Sequence[int]) -> list[np.ndarray]:
+    """Frames `indices` of `path`, a video file or a JPEG frame folder: one uint8 `(H, W, 3)`
+    RGB array per index, in the order of `indices`.
+
+    `indices` are 0-based (see the module docstring), in any order, repeats allowed. The
+    arrays are the decoded frames themselves, not copies (a repeated index gives the same
+    array): a caller that keeps only part of each frame, such as a training crop, copies only
+    those pixels (`gdn.data.transforms.crop`); one that wants a `(T, H, W, 3)` array stacks
+    them (`np.stack`).
+
+    A video is decoded up to its largest index and only the requested frames are converted
+    to RGB (one size per clip, that of the first requested frame). A frame folder is listed
+    (as `list_frame_files`) and only the requested files are read, each once.
+
+    Raises DecodeError, naming the file and what to do, when `path` is missing, cannot be
+    decoded, or has no frame at the largest index (a stale frame count: regenerate it);
+    ValueError for a negative index.
+    """
+    wanted = [int(i) for i in indices]
+    if any(i < 0 for i in wanted):
+        raise ValueError(f"{path}: frame indices must be >= 0, got {min(wanted)}")
+    # os.path, not Path methods, on the frame-folder path: it runs per clip, and a Path costs
+    # as much to build as a stat
+    if os.path.isdir(path):
+        return _read_folder(path, wanted)
+    return _read_video(Path(path), wanted)
+
+
 # ----------------------------------------------------------------------------- videos
+
+
+def _not_found(path: str | Path, folder: bool) -> DecodeError:
+    what = "frame folder" if folder else "file"
+    return DecodeError(f"{path}: {what} not found; check the dataset root and the annotation file")
 
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise DecodeError(f"{path}: file not found; check the dataset root and the annotation file")
+        # A missing path says nothing of what it was meant to be: frame folders are named by
+        # their id (SSv1's `20bn-something-something-v1/102`), videos carry a suffix (`201.webm`).
+        raise _not_found(path, folder=not path.suffix)
     if not path.is_file():
         raise DecodeError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
@@ -134,7 +166,7 @@ def _parse_webm_file(path: Path) -> WebmVideo | None:
 
 def _decode_packets(video: WebmVideo) -> Iterator[av.VideoFrame]:
     """The frames of `video`'s packets from a bare decoder, set up as `_video_stream` sets
-    up PyAV's. Gives the same frames as `container.decode` (tests/test_webm.py compares
+    up PyAV's. Gives the same frames as `container.decode` (tests/data/test_webm.py compares
     them) without `av.open`'s probing."""
     codec_context = av.CodecContext.create(video.codec, "r")
     _one_thread(codec_context)
@@ -148,8 +180,8 @@ def count_frames(path: str | Path) -> int:
 
     VP8/VP9/AV1 (WebM stores no count: PyAV's `stream.frames` is 0) are counted by
     demuxing, one packet per frame, which is exact (checked against decoding for VP8/VP9 in
-    tests/test_decode.py) and needs no decoding. VP8/VP9 WebM is demuxed by `gdn.data.webm`
-    (same count, tests/test_webm.py), other files and what it declines by PyAV.
+    tests/data/test_decode.py) and needs no decoding. VP8/VP9 WebM is demuxed by `gdn.data.webm`
+    (same count, tests/data/test_webm.py), other files and what it declines by PyAV.
     Other codecs use the stored count when the container has one, else decode.
     A frame folder counts its frame files (see `list_frame_files`).
 
@@ -157,7 +189,7 @@ def count_frames(path: str | Path) -> int:
     """
     path = Path(path)
     if path.is_dir():
-        return len(list_frame_files(path))
+        return len(_frame_names(path))
     video = _parse_webm_file(path)
     n = len(video.packets) if video is not None else _count_frames_pyav(path)
     if n == 0:
@@ -187,70 +219,20 @@ def _count_frames_pyav(path: Path) -> int:
     return n
 
 
-def _check_indices(indices: Sequence[int], path: Path) -> list[int]:
-    wanted = [int(i) for i in indices]
-    if any(i < 0 for i in wanted):
-        raise ValueError(f"{path}: frame indices must be >= 0, got {min(wanted)}")
-    return wanted
-
-
-def read_video_frames(
-    path: str | Path, indices: Sequence[int], *, backend: str = "pyav"
-) -> np.ndarray:
-    """Frames `indices` of the video at `path` as uint8 `(len(indices), H, W, 3)` RGB.
-
-    `indices` are 0-based, may repeat and need not be sorted; the output follows
-    their order. Decoding stops after the largest index and only the requested
-    frames are converted to RGB. `backend="torchcodec"` uses torchcodec when it
-    is installed (same frames, its own decoder).
-
-    Raises DecodeError when the file cannot be decoded or ends before the largest
-    index (a stale frame count: delete the frame count cache and rerun).
-    """
-    if backend == "torchcodec":  # already one array: no list to stack
-        path = Path(path)
-        return _read_video_frames_torchcodec(path, _check_indices(indices, path))
-    frames, (height, width) = _read_video(path, indices, backend)
-    return np.stack(frames) if frames else np.empty((0, height, width, 3), dtype=np.uint8)
-
-
-def read_video_frame_list(
-    path: str | Path, indices: Sequence[int], *, backend: str = "pyav"
-) -> list[np.ndarray]:
-    """`read_video_frames` without the stacking: one uint8 `(H, W, 3)` RGB array per index.
-
-    The arrays are views of the decoder's converted frames (a repeated index gives the same
-    array), so nothing is copied here: a caller that keeps only part of each frame, such as
-    a training crop, copies only those pixels (`gdn.data.transforms.crop`). Same frames and
-    errors as `read_video_frames`.
-    """
-    return _read_video(path, indices, backend)[0]
-
-
-def _read_video(path: str | Path, indices: Sequence[int], backend: str
-                ) -> tuple[list[np.ndarray], tuple[int, int]]:
-    """(`read_video_frame_list`, (height, width) of the video's frames)."""
-    path = Path(path)
-    wanted = _check_indices(indices, path)
-    if backend == "torchcodec":
-        out = _read_video_frames_torchcodec(path, wanted)
-        return list(out), out.shape[1:3]
-    if backend != "pyav":
-        raise ValueError(f"unknown decoding backend {backend!r}; use 'pyav' or 'torchcodec'")
+def _read_video(path: Path, wanted: list[int]) -> list[np.ndarray]:
+    """`read_frames` of a video file."""
     video = _parse_webm_file(path)
     if video is not None:
-        size = video.height, video.width
-        return (_collect_frames(_decode_packets(video), wanted, path) if wanted else []), size
+        return _collect_frames(_decode_packets(video), wanted, path) if wanted else []
     with _open(path) as container:
         stream = _video_stream(container, path)
-        size = stream.codec_context.height, stream.codec_context.width
-        return (_collect_frames(container.decode(stream), wanted, path) if wanted else []), size
+        return _collect_frames(container.decode(stream), wanted, path) if wanted else []
 
 
 def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Path
                     ) -> list[np.ndarray]:
-    """Frames `wanted` (not empty) of the decoded `frames` of `path`, as
-    `read_video_frame_list` returns them; stops decoding after the largest index."""
+    """Frames `wanted` (not empty) of the decoded `frames` of `path`, as `read_frames`
+    returns them; stops decoding after the largest index."""
     needed, last = set(wanted), max(wanted)
     converted: dict[int, np.ndarray] = {}  # frame index -> its RGB pixels
     size: tuple[int, int] | None = None  # (width, height) of the first needed frame
@@ -287,30 +269,10 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
 def _rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
     """An rgb24 frame's pixels as a `(H, W, 3)` array over the frame's own buffer, which the
     array keeps alive. `frame.to_ndarray()` would copy them (row by row, as swscale pads its
-    rows), and the readers' callers copy what they keep anyway."""
+    rows), and `read_frames`'s callers copy what they keep anyway."""
     plane = frame.planes[0]
     rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
     return rows[:, : 3 * frame.width].reshape(frame.height, frame.width, 3)
-
-
-def _read_video_frames_torchcodec(path: Path, wanted: list[int]) -> np.ndarray:
-    if not TORCHCODEC_AVAILABLE:
-        raise ModuleNotFoundError(
-            "backend='torchcodec' needs the torchcodec package: pip install torchcodec"
-        )
-    from torchcodec.decoders import VideoDecoder
-
-    _check_file(path)
-    try:
-        decoder = VideoDecoder(
-            str(path), dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact"
-        )
-        if not wanted:
-            meta = decoder.metadata
-            return np.empty((0, meta.height, meta.width, 3), dtype=np.uint8)
-        return decoder.get_frames_at(indices=wanted).data.numpy()
-    except (RuntimeError, ValueError, IndexError) as e:
-        raise DecodeError(f"{path}: torchcodec could not decode frames {wanted} ({e})") from e
 
 
 # ----------------------------------------------------------------------------- frame folders
@@ -328,19 +290,18 @@ def list_frame_files(folder: str | Path) -> list[Path]:
     return [folder / name for name in _frame_names(folder)]
 
 
-def _frame_names(folder: Path) -> list[str]:
-    """`list_frame_files` as file names: the per-clip listing of the datasets, which join
-    only the sampled names (a Path per file costs more than listing the folder)."""
-    if not folder.is_dir():
-        raise DecodeError(
-            f"{folder}: frame folder not found; check the dataset root and the annotation file"
-        )
+def _frame_names(folder: str | Path) -> list[str]:
+    """`list_frame_files` as file names: `read_frames` lists a folder per clip and joins only
+    the sampled names (a Path per file costs more than listing the folder)."""
     groups: dict[str, list[tuple[int, str]]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            match = _FRAME_FILE.match(entry.name)
-            if match:
-                groups.setdefault(match["prefix"], []).append((int(match["number"]), entry.name))
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _FRAME_FILE.match(entry.name)
+                if match:
+                    groups.setdefault(match["prefix"], []).append((int(match["number"]), entry.name))
+    except (FileNotFoundError, NotADirectoryError):
+        raise _not_found(folder, folder=True) from None
     if not groups:
         raise DecodeError(f"{folder}: contains no JPEG frames (expected 00001.jpg, 00002.jpg, ...)")
     if len(groups) > 1:
@@ -432,39 +393,15 @@ def _read_image(path: str | Path) -> np.ndarray:
         ) from e
 
 
-def read_frame_folder(
-    folder: str | Path, indices: Sequence[int], files: list[Path] | None = None
-) -> np.ndarray:
-    """Frames `indices` of a JPEG frame folder as uint8 `(len(indices), H, W, 3)` RGB.
-
-    `files` is the folder's `list_frame_files` result when the caller already has
-    it (saves a directory listing per clip). Each distinct index is read once.
-    """
-    folder = Path(folder)
-    wanted = _check_indices(indices, folder)
-    if files is None:
-        names = _frame_names(folder)
-        return _read_frames(folder, wanted, len(names), lambda i: os.path.join(folder, names[i]))
-    return _read_frames(folder, wanted, len(files), files.__getitem__)
-
-
-def _read_frames(folder: Path, wanted: list[int], count: int,
-                 path_of: Callable[[int], str | Path]) -> np.ndarray:
-    """`read_frame_folder` of a folder with `count` frames, frame `i` in file `path_of(i)`."""
-    frames = _read_frame_list(folder, wanted, count, path_of)
-    return np.stack(frames) if frames else np.empty((0, 0, 0, 3), dtype=np.uint8)
-
-
-def _read_frame_list(folder: Path, wanted: list[int], count: int,
-                     path_of: Callable[[int], str | Path]) -> list[np.ndarray]:
-    """`_read_frames` without the stacking: one `(H, W, 3)` array per index (a repeated index
-    gives the same array), as `read_video_frame_list`."""
-    if wanted and max(wanted) >= count:
+def _read_folder(folder: str | Path, wanted: list[int]) -> list[np.ndarray]:
+    """`read_frames` of a JPEG frame folder."""
+    names = _frame_names(folder)  # listed per clip: cheap, and never stale
+    if wanted and max(wanted) >= len(names):
         raise DecodeError(
-            f"{folder}: asked for frame index {max(wanted)} but the folder has {count} "
+            f"{folder}: asked for frame index {max(wanted)} but the folder has {len(names)} "
             "frames; if the frame count came from an annotation list or a cache, regenerate it"
         )
-    frames = {i: _read_image(path_of(i)) for i in dict.fromkeys(wanted)}
+    frames = {i: _read_image(os.path.join(folder, names[i])) for i in dict.fromkeys(wanted)}
     shapes = {frame.shape for frame in frames.values()}
     if len(shapes) > 1:
         raise DecodeError(
@@ -478,9 +415,8 @@ def _read_frame_list(folder: Path, wanted: list[int], count: int,
 
 def _cached_count(entries: dict, path: str | Path) -> tuple[int, bool]:
     """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n]."""
-    path = Path(path)
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return count_frames(path), False  # missing file: count_frames raises the DecodeError
     key, signature = os.path.abspath(path), [stat.st_size, stat.st_mtime_ns]
@@ -496,7 +432,8 @@ def count_frames_cached(path: str | Path, cache: dict | FrameCountCache) -> int:
     """`count_frames(path)`, remembered in `cache` (a plain dict or a FrameCountCache).
 
     An entry is keyed by absolute path and holds the file's size and mtime: a
-    replaced or re-encoded file is counted again.
+    replaced or re-encoded file is counted again, and so is a frame folder that gained or
+    lost a file (that changes the folder's mtime).
     """
     if isinstance(cache, FrameCountCache):
         return cache.get(path)
@@ -504,9 +441,10 @@ def count_frames_cached(path: str | Path, cache: dict | FrameCountCache) -> int:
 
 
 class FrameCountCache:
-    """Frame counts of video files, kept in a small JSON file so WebM counting happens once.
+    """Frame counts of video files (and frame folders), kept in a small JSON file so WebM
+    counting happens once.
 
-    Use `get(video_path)` for counts and `save()` (or a `with` block) to write
+    Use `get(path)` for counts and `save()` (or a `with` block) to write
     new ones back. The file is written atomically (temporary file, then
     `os.replace`), so a crash or a concurrent writer never leaves it half-written;
     with several writers the last one wins, which costs at most a recount.
@@ -526,8 +464,8 @@ class FrameCountCache:
             except (OSError, ValueError, KeyError, AttributeError) as e:
                 log.warning("%s: unreadable frame count cache (%s); counting again", self.path, e)
 
-    def get(self, video_path: str | Path) -> int:
-        n, updated = _cached_count(self._entries, video_path)
+    def get(self, path: str | Path) -> int:
+        n, updated = _cached_count(self._entries, path)
         self._dirty |= updated
         return n
 

@@ -36,6 +36,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from gdn.data.annotations import SSV1_FRAMES, SSV1_LABELS, SSV1_SPLIT, SSV2_LABELS, SSV2_SPLIT, SSV2_VIDEOS
+from gdn.data.transforms import mirror_class_name
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -45,7 +48,6 @@ __all__ = [
     "SynthSummary",
     "class_name",
     "reverse_pairs",
-    "mirror_class",
     "sample_clip",
     "render_clip",
     "generate",
@@ -84,13 +86,6 @@ def reverse_pairs(classes: list[str]) -> dict[int, int]:
         if a is not None and b is not None:
             out[a], out[b] = b, a
     return out
-
-
-def mirror_class(name: str) -> str:
-    """The class of the horizontally flipped clip: swap the words "left" and "right"."""
-    words = name.split(" ")
-    swap = {"left": "right", "right": "left"}
-    return " ".join(swap.get(w, w) for w in words)
 
 
 # ----------------------------------------------------------------------------- one clip
@@ -410,7 +405,7 @@ def _write_clip(job: _Job) -> None:
 # ----------------------------------------------------------------------------- the dataset
 
 SPLITS = ("train", "validation", "test")
-VIDEO_DIR = {"ssv2": "20bn-something-something-v2", "ssv1": "20bn-something-something-v1"}
+VIDEO_DIR = {"ssv2": SSV2_VIDEOS, "ssv1": SSV1_FRAMES}
 
 
 @dataclass
@@ -444,11 +439,11 @@ def _resolve_classes(classes: int | Sequence[str]) -> list[str]:
     unknown = [c for c in names if c not in _TEMPLATE]
     if unknown:
         raise ValueError(f"unknown synthetic classes {unknown}; choose from {ALL_CLASSES}")
-    unmirrored = [c for c in names if mirror_class(c) not in names]
+    unmirrored = [c for c in names if mirror_class_name(c) not in names]
     if unmirrored:
         raise ValueError(
             f"classes {unmirrored} need their mirror classes "
-            f"{[mirror_class(c) for c in unmirrored]} too, for label-aware horizontal flip"
+            f"{[mirror_class_name(c) for c in unmirrored]} too, for label-aware horizontal flip"
         )
     return names
 
@@ -546,7 +541,7 @@ def _write_annotations(
     if format == "ssv2":
         labels = sorted(names)
         _write_text(
-            out / "something-something-v2-labels.json",
+            out / SSV2_LABELS,
             json.dumps({name: str(i) for i, name in enumerate(labels)}, indent=1),
         )
         for split in ("train", "validation"):
@@ -559,20 +554,20 @@ def _write_annotations(
                 }
                 for i in by_split[split]
             ]
-            _write_text(out / f"something-something-v2-{split}.json", json.dumps(entries, indent=1))
+            _write_text(out / SSV2_SPLIT.format(split=split), json.dumps(entries, indent=1))
         test = [{"id": i.id} for i in by_split["test"]]
-        _write_text(out / "something-something-v2-test.json", json.dumps(test, indent=1))
+        _write_text(out / SSV2_SPLIT.format(split="test"), json.dumps(test, indent=1))
         return labels
     # SSv1 lists its classes in no particular order (not alphabetical): keep it that way
     labels = [names[k] for k in rng.permutation(len(names))]
     if len(labels) > 1 and labels == sorted(labels):
         labels = labels[::-1]
-    _write_text(out / "something-something-v1-labels.csv", "".join(f"{n}\n" for n in labels))
+    _write_text(out / SSV1_LABELS, "".join(f"{n}\n" for n in labels))
     for split in ("train", "validation"):
         lines = "".join(f"{i.id};{i.class_name}\n" for i in by_split[split])
-        _write_text(out / f"something-something-v1-{split}.csv", lines)
+        _write_text(out / SSV1_SPLIT.format(split=split), lines)
     _write_text(
-        out / "something-something-v1-test.csv", "".join(f"{i.id}\n" for i in by_split["test"])
+        out / SSV1_SPLIT.format(split="test"), "".join(f"{i.id}\n" for i in by_split["test"])
     )
     return labels
 

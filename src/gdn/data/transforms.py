@@ -13,7 +13,7 @@ Batches keep that layout (PyTorch's ``channels_last_3d``); :func:`normalize` wri
 contiguous float32.
 
 A clip may also arrive as the list of its decoded frames, ``(H, W, C)`` arrays not yet stacked
-(:func:`gdn.data.decode.read_video_frame_list`): :func:`crop` then stacks only the kept pixels,
+(:func:`gdn.data.decode.read_frames`): :func:`crop` then stacks only the kept pixels,
 so a clip's full frames are never copied (~5% of a 16-frame WebM clip's training read, 240p).
 
 Crop boxes are ``(top, left, height, width)`` tuples in pixels. The training recipe (paper 3.2,

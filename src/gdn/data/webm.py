@@ -1,11 +1,11 @@
 """A minimal WebM/Matroska demuxer: the frames of the first video track, VP8 or VP9.
 
-Why: opening a clip with `av.open` costs ~3.5 ms of CPU (format probing, then
-`avformat_find_stream_info`, which decodes the keyframe), and demuxing through
-libavformat adds more per packet. For a 2-4 s Something-Something V2 clip that is
-a large share of the read time. Handing this parser's packets to a bare
-`av.CodecContext` gives the same frames (tests/test_webm.py compares them bit for
-bit) for less CPU.
+Why: `av.open` runs `avformat_find_stream_info`, which decodes the keyframe however
+little it is asked to probe, and demuxing through libavformat adds more per packet.
+Handing this parser's packets to a bare `av.CodecContext` gives the same frames
+(tests/data/test_webm.py compares them bit for bit) and saves 13-18% of a 240p training
+item's CPU time against `av.open(format="webm")` with probing cut down
+(benchmarks/webm_demux.py; docs/benchmarks.md, "WebM demuxing").
 
 Scope: files written by FFmpeg/libvpx (SSv2) and PyAV. Whatever is not fully
 understood gives None, never an exception, and the caller falls back to PyAV,

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gdn.data.annotations import Annotations, Entry
 from gdn.data.datasets import VideoDataset
-from gdn.data.decode import DecodeError, count_frames, list_frame_files, read_frame_folder, read_video_frames
+from gdn.data.decode import DecodeError, count_frames, read_frames
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
 from gdn.engine.evaluate import score_clips
@@ -114,13 +114,12 @@ def read_all_frames(path: str | Path) -> tuple[np.ndarray, Fraction]:
     """Every frame of a video or frame folder as uint8 (N, H, W, 3), and its frame rate
     (the stream's average rate; 12 fps, Something-Something's, for frame folders)."""
     path = Path(path)
+    frames = np.stack(read_frames(path, range(count_frames(path))))
     if path.is_dir():
-        files = list_frame_files(path)
-        return read_frame_folder(path, range(len(files)), files), Fraction(12)
-    n = count_frames(path)
+        return frames, Fraction(12)
     with av.open(str(path)) as container:
         rate = container.streams.video[0].average_rate or Fraction(12)
-    return read_video_frames(path, range(n)), Fraction(rate)
+    return frames, Fraction(rate)
 
 
 def _font(size: int) -> ImageFont.ImageFont:

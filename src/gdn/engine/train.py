@@ -217,19 +217,21 @@ def lr_factor(cfg: Config, epoch_progress: float) -> float:
 class StopRequest:
     """SIGTERM/SIGINT turned into a request (`signum`) honoured at the next optimizer step.
 
-    A second Ctrl-C stops at once (KeyboardInterrupt) unless a checkpoint is being written
-    (`saving`), which then finishes first; checkpoints are written atomically, so an abort
-    anywhere leaves the previous one intact. Data-loader workers ignore SIGINT
-    (`gdn.data.loader.init_worker`): only this process decides how to stop.
+    A second Ctrl-C stops at once (KeyboardInterrupt) unless the stop is already `settled` (its
+    checkpoint is being written, or the run is on its way out), when further signals are
+    ignored; checkpoints are written atomically, so an abort anywhere leaves the previous one
+    intact. Data-loader workers ignore SIGINT (`gdn.data.loader.init_worker`): only this process
+    decides how to stop. `gdn train` installs the handler around the whole command, so that a
+    Ctrl-C during the exit after a stop is ignored too.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.saving = False
+        self.settled = False
 
     def __call__(self, signum: int, frame) -> None:
         if self.signum is not None:
-            if signum == signal.SIGINT and not self.saving:
+            if signum == signal.SIGINT and not self.settled:
                 raise KeyboardInterrupt
             return
         log.warning("%s received: saving a checkpoint at the next step, then stopping "
@@ -238,7 +240,8 @@ class StopRequest:
 
     @contextlib.contextmanager
     def installed(self):
-        """Install the handler for SIGTERM and SIGINT (main thread only; a no-op elsewhere)."""
+        """Install the handler for SIGTERM and SIGINT (main thread only; a no-op elsewhere).
+        Nesting is harmless: the inner exit restores the outer installation."""
         previous = {}
         try:
             for s in (signal.SIGTERM, signal.SIGINT):
@@ -389,7 +392,8 @@ def restore(ckpt: dict | None, path: Path | None, model: nn.Module, optimizer, s
 
 
 # ---------------------------------------------------------------------------- the loop
-def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False) -> dict:
+def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
+          stop: StopRequest | None = None) -> dict:
     """Train `cfg.model` on `cfg.data` with `cfg.train`, writing the run to `cfg.out`.
 
     Args:
@@ -397,6 +401,8 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False) ->
         resume: None (fresh run), "auto" (continue from `cfg.out`'s newest readable `last.pt`,
             or start fresh when there is none) or the path of a checkpoint.
         overwrite: start a fresh run in a folder that holds an earlier one (its files go).
+        stop: the signal handler to use (installed here for the run; a caller may install it
+            around more, as `gdn train` does); a new one by default.
 
     Returns:
         {"best_top1", "final" (the last epoch's metrics), "history", "run_dir", "last", "best",
@@ -422,7 +428,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False) ->
         started = True
 
     try:
-        return _train(cfg, resume, device, on_start)
+        return _train(cfg, resume, device, on_start, stop or StopRequest())
     except BaseException:
         if not started and D.is_main():
             _remove_failed_start(out, before)
@@ -447,7 +453,7 @@ def _remove_failed_start(out: Path, before: set[Path] | None) -> None:
         out.rmdir()
 
 
-def _train(cfg: Config, resume: str | None, device: torch.device, on_start) -> dict:
+def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop: StopRequest) -> dict:
     t = cfg.train
     rank, world_size = D.get_rank(), D.get_world_size()
     main = rank == 0
@@ -545,7 +551,6 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start) -> d
     # copied page by page as the workers' reference counting touches them (docs/reliability.md).
     gc.collect()
     gc.freeze()
-    stop = StopRequest()
     try:
         with stop.installed():
             while progress.epoch < t.epochs:
@@ -609,7 +614,7 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start) -> d
                     if flags[1] > 0 and last_micro and progress.step < steps_per_epoch:
                         progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
                                               loss_sum=loss_sum.item(), correct=int(correct))
-                        stop.saving = True
+                        stop.settled = True
                         save({"epoch_stats": D.all_gather_object(progress.stats)})
                         D.barrier()
                         where = f"epoch {epoch + 1}, step {progress.step} of {steps_per_epoch}"
@@ -662,6 +667,7 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start) -> d
                         tb.flush()
                 D.barrier()
     except KeyboardInterrupt:
+        stop.settled = True
         last = out / LAST
         kept = f"the last checkpoint {last} is as it was" if last.exists() else "no checkpoint was written"
         raise TrainingInterrupted(signal.SIGINT, f"training interrupted at once by a second Ctrl-C; {kept}"

@@ -2,7 +2,7 @@
 
 `GDM.forward` and `TemporalShift.forward` (layers.py) call `gdm_forward` and
 `temporal_shift` here; `forward_reference` on each keeps the straightforward form that
-defines the module, and tests/test_fast_gdm.py holds every form here to it (outputs and
+defines the module, and tests/models/test_fast.py holds every form here to it (outputs and
 gradients). Measurements and what did not help: docs/benchmarks.md.
 
 GDM. On CPU, PyTorch sends a Conv3d whose batch is a single clip and whose feature map is

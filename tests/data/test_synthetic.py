@@ -9,17 +9,17 @@ import json
 import numpy as np
 import pytest
 
-from gdn.data.decode import count_frames, list_frame_files, read_frame_folder, read_video_frames
+from gdn.data.decode import count_frames, list_frame_files, read_frames
 from gdn.data.synthetic import (
     ALL_CLASSES,
     PAIRS,
     _background,
     class_name,
     generate,
-    mirror_class,
     render_clip,
     sample_clip,
 )
+from gdn.data.transforms import mirror_class_name
 
 TINY = dict(classes=len(PAIRS), train_per_class=2, val_per_class=1, test_per_class=1,
             height=32, width=48, min_frames=6, max_frames=9, workers=1)
@@ -68,7 +68,7 @@ def test_ssv2_layout_and_annotations(ssv2):
     assert sorted(p.name for p in videos.iterdir()) == sorted(f"{i}.webm" for i in ids)
     for clip in summary.clips[:6]:
         assert count_frames(clip.path) == clip.num_frames
-        assert read_video_frames(clip.path, [0]).shape == (1, 32, 48, 3)
+        assert [f.shape for f in read_frames(clip.path, [0])] == [(32, 48, 3)]
 
 
 def test_ssv1_layout_and_annotations(ssv1, ssv2):
@@ -92,7 +92,7 @@ def test_ssv1_layout_and_annotations(ssv1, ssv2):
     for clip in summary.clips[:6]:
         files = list_frame_files(clip.path)
         assert [f.name for f in files] == [f"{t:05d}.jpg" for t in range(1, clip.num_frames + 1)]
-        assert read_frame_folder(clip.path, [0], files).shape == (1, 32, 48, 3)
+        assert [f.shape for f in read_frames(clip.path, [0])] == [(32, 48, 3)]
 
     # the same seed gives the same clips whatever the format
     assert [(c.id, c.class_name, c.num_frames) for c in summary.clips] == \
@@ -108,7 +108,7 @@ def test_deterministic_by_seed(ssv2, tmp_path):
         assert (root / file).read_bytes() == (tmp_path / "same" / file).read_bytes()
     for a, b in zip(summary.clips, again.clips):
         indices = range(a.num_frames)
-        np.testing.assert_array_equal(read_video_frames(a.path, indices), read_video_frames(b.path, indices))
+        np.testing.assert_array_equal(np.stack(read_frames(a.path, indices)), np.stack(read_frames(b.path, indices)))
 
     other = generate(tmp_path / "other", format="ssv2", seed=4, **TINY)
     assert [c.id for c in other.clips] != [c.id for c in summary.clips]
@@ -119,12 +119,12 @@ def test_deterministic_by_seed(ssv2, tmp_path):
 
 def test_every_class_mirrors_to_a_class():
     for name in ALL_CLASSES:
-        mirrored = mirror_class(name)
-        assert mirrored in ALL_CLASSES and mirror_class(mirrored) == name
+        mirrored = mirror_class_name(name)
+        assert mirrored in ALL_CLASSES and mirror_class_name(mirrored) == name
         sided = {"left", "right"} & set(name.split())
         assert (mirrored != name) == bool(sided)  # up/down, closer/away, covering: self-mirror
-    assert mirror_class("Moving something from left to right") == "Moving something from right to left"
-    assert mirror_class("Turning something to the right") == "Turning something to the left"
+    assert mirror_class_name("Moving something from left to right") == "Moving something from right to left"
+    assert mirror_class_name("Turning something to the right") == "Turning something to the left"
 
 
 def test_pair_members_are_exact_time_reverses():

@@ -12,46 +12,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from media import LOSSLESS, H, W, gradient_frames, read_stack, write_video
+
 from gdn.data import decode
 from gdn.data.decode import (
-    TORCHCODEC_AVAILABLE,
     DecodeError,
     FrameCountCache,
     count_frames,
     count_frames_cached,
     list_frame_files,
-    read_frame_folder,
-    read_video_frame_list,
-    read_video_frames,
+    read_frames,
 )
 
-T, H, W = 12, 32, 48
-
-# (suffix, encoder, pix_fmt, options): all lossless for RGB input
-LOSSLESS = {
-    "ffv1-mkv": (".mkv", "ffv1", "bgr0", {}),
-    "x264rgb-mp4": (".mp4", "libx264rgb", "rgb24", {"qp": "0"}),
-    "vp9-webm": (".webm", "libvpx-vp9", "gbrp", {"lossless": "1"}),
-}
+T = 12
 
 
 def _frames(n: int = T, seed: int = 0) -> np.ndarray:
-    """Distinct frames: a moving gradient plus noise, so every index is recognisable."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:H, 0:W]
-    base = np.stack([(xs * 5 + t * 20) % 256 for t in range(n)])
-    frames = np.stack([base, np.broadcast_to(ys * 7, base.shape), base[::-1]], axis=-1)
-    return (frames + rng.integers(0, 30, frames.shape)).clip(0, 255).astype(np.uint8)
+    return gradient_frames(n, seed)
 
 
 def _write(path, frames, codec, pix_fmt, options) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=12)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        stream.options = options
-        for rgb in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(path, frames, codec, pix_fmt, options)
 
 
 @pytest.fixture(scope="module", params=list(LOSSLESS))
@@ -66,25 +47,24 @@ def lossless_video(request, tmp_path_factory):
 def test_video_frames_equal_encoded_for_any_indices(lossless_video):
     path, frames = lossless_video
     for indices in ([0], [T - 1], [5, 0, 11, 5, 3, 3], list(range(T)), [7, 7, 7]):
-        out = read_video_frames(path, indices)
+        out = read_stack(path, indices)
         assert out.dtype == np.uint8 and out.shape == (len(indices), H, W, 3)
         np.testing.assert_array_equal(out, frames[indices])
 
 
-def test_frame_list_is_the_stack_without_copies(lossless_video):
-    """`read_video_frame_list`: the frames `read_video_frames` stacks, as separate arrays over
-    the converted frames (one per distinct index), which stay valid after later decoding."""
+def test_frames_are_separate_arrays_without_copies(lossless_video):
+    """`read_frames`: one array per index over the converted frames (one per distinct index),
+    which stay valid after later decoding."""
     path, frames = lossless_video
     indices = [7, 0, 7, 11, 3]
-    got = read_video_frame_list(path, indices)
+    got = read_frames(path, indices)
     assert [f.shape for f in got] == [(H, W, 3)] * 5 and all(f.dtype == np.uint8 for f in got)
     np.testing.assert_array_equal(np.stack(got), frames[indices])
     assert got[0] is got[2]  # a repeated index is converted once
     distinct = [got[0], got[1], got[3], got[4]]
     assert not any(np.shares_memory(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1:])
-    read_video_frames(path, range(T))  # more decoding and conversion after ours
+    read_frames(path, range(T))  # more decoding and conversion after ours
     np.testing.assert_array_equal(np.stack(got), frames[indices])
-    assert read_video_frame_list(path, []) == []
 
 
 def test_count_frames_exact(lossless_video):
@@ -126,15 +106,17 @@ def test_index_past_the_end_names_file(tmp_path):
     path = tmp_path / "short.mkv"
     _write(path, _frames(5), "ffv1", "bgr0", {})
     with pytest.raises(DecodeError, match=r"short\.mkv.*only 5 decodable"):
-        read_video_frames(path, [1, 5])
+        read_frames(path, [1, 5])
     with pytest.raises(ValueError):
-        read_video_frames(path, [-1])
+        read_frames(path, [-1])
 
 
-def test_empty_index_list_gives_empty_array(tmp_path):
+def test_empty_index_list_gives_empty_list(tmp_path):
     path = tmp_path / "a.mkv"
     _write(path, _frames(3), "ffv1", "bgr0", {})
-    assert read_video_frames(path, []).shape == (0, H, W, 3)
+    assert read_frames(path, []) == []
+    with pytest.raises(DecodeError, match="gone.mkv: file not found"):
+        read_frames(tmp_path / "gone.mkv", [])  # the file is still checked
 
 
 @pytest.mark.parametrize("content", ["missing", "empty", "random"])
@@ -144,7 +126,7 @@ def test_bad_video_files_raise_decode_error_naming_file(tmp_path, content):
         path.write_bytes(b"")
     elif content == "random":
         path.write_bytes(np.random.default_rng(0).bytes(5000))
-    for call in (lambda: count_frames(path), lambda: read_video_frames(path, [0])):
+    for call in (lambda: count_frames(path), lambda: read_frames(path, [0])):
         with pytest.raises(DecodeError, match=f"bad_{content}.webm"):
             call()
 
@@ -161,20 +143,7 @@ def test_truncated_webm_reports_missing_frames(tmp_path):
     else:
         assert 0 < n < 30
     with pytest.raises(DecodeError, match="cut.webm"):
-        read_video_frames(path, [29])
-
-
-@pytest.mark.skipif(TORCHCODEC_AVAILABLE, reason="torchcodec installed")
-def test_torchcodec_backend_without_torchcodec_says_how_to_install(lossless_video):
-    with pytest.raises(ModuleNotFoundError, match="pip install torchcodec"):
-        read_video_frames(lossless_video[0], [0], backend="torchcodec")
-
-
-@pytest.mark.skipif(not TORCHCODEC_AVAILABLE, reason="torchcodec not installed")
-def test_torchcodec_backend_matches(lossless_video):
-    path, frames = lossless_video
-    np.testing.assert_array_equal(read_video_frames(path, [4, 0, 4], backend="torchcodec"),
-                                  frames[[4, 0, 4]])
+        read_frames(path, [29])
 
 
 # ----------------------------------------------------------------------------- frame folders
@@ -222,11 +191,12 @@ def test_frame_folder_indices_map_to_files_exactly(tmp_path):
     for t, rgb in enumerate(frames):
         Image.fromarray(rgb).save(folder / f"{t + 1:05d}.jpg", format="PNG")
     for indices in ([0], [5, 0, 2, 2], list(range(6))):
-        np.testing.assert_array_equal(read_frame_folder(folder, indices), frames[indices])
-    files = list_frame_files(folder)
-    np.testing.assert_array_equal(read_frame_folder(folder, [3, 1], files=files), frames[[3, 1]])
+        np.testing.assert_array_equal(read_stack(folder, indices), frames[indices])
+    got = read_frames(folder, [3, 1, 3])
+    assert got[0] is got[2]  # a repeated index is read once
+    assert read_frames(folder, []) == []
     with pytest.raises(DecodeError, match="index 6 but the folder has 6"):
-        read_frame_folder(folder, [6])
+        read_frames(folder, [6])
 
 
 def test_grayscale_and_cmyk_jpegs_come_out_rgb(tmp_path):
@@ -235,7 +205,7 @@ def test_grayscale_and_cmyk_jpegs_come_out_rgb(tmp_path):
     Image.new("L", (16, 8), 77).save(folder / "00001.jpg", quality=95)
     Image.new("CMYK", (16, 8), (0, 255, 255, 0)).save(folder / "00002.jpg", quality=95)  # red
     Image.new("RGB", (16, 8), (10, 200, 30)).save(folder / "00003.jpg", quality=95)
-    out = read_frame_folder(folder, [0, 1, 2])
+    out = read_stack(folder, [0, 1, 2])
     assert out.shape == (3, 8, 16, 3) and out.dtype == np.uint8
     np.testing.assert_allclose(out[0], 77, atol=2)
     np.testing.assert_allclose(out[1].reshape(-1, 3).mean(0), [255, 0, 0], atol=4)
@@ -272,18 +242,25 @@ def test_bad_jpeg_raises_decode_error_naming_file(tmp_path, content):
     data = {"empty": b"", "truncated": buffer.getvalue()[: buffer.tell() // 2],
             "random": np.random.default_rng(0).bytes(3000)}[content]
     (folder / "00002.jpg").write_bytes(data)
-    np.testing.assert_array_equal(read_frame_folder(folder, [0]), 0)  # the good frame still reads
+    np.testing.assert_array_equal(read_stack(folder, [0]), 0)  # the good frame still reads
     with pytest.raises(DecodeError, match="00002.jpg"):
-        read_frame_folder(folder, [0, 1])
+        read_frames(folder, [0, 1])
 
 
-def test_frame_file_deleted_after_listing(tmp_path):
+def test_frame_file_deleted_after_listing(tmp_path, monkeypatch):
+    """A frame removed between `read_frames`' listing and its read is named."""
     folder = tmp_path / "clip"
     _touch_jpegs(folder, ["00001.jpg", "00002.jpg"])
-    files = list_frame_files(folder)
-    os.remove(files[1])
+    real = decode._frame_names
+
+    def list_then_delete(path):
+        names = real(path)
+        os.remove(path / names[1])
+        return names
+
+    monkeypatch.setattr(decode, "_frame_names", list_then_delete)
     with pytest.raises(DecodeError, match="00002.jpg.*not found"):
-        read_frame_folder(folder, [1], files=files)
+        read_frames(folder, [1])
 
 
 def test_count_frames_of_a_frame_folder(tmp_path):
@@ -330,6 +307,28 @@ def test_cache_counts_once_and_persists(tmp_path, counted):
     _write(video, _frames(4), "libvpx-vp9", "gbrp", {"lossless": "1"})
     assert FrameCountCache(cache_file).get(video) == 4
     assert len(counted) == 2
+
+
+def test_cached_folder_count_follows_the_folder(tmp_path, counted):
+    """The datasets count frame folders through the cache too: a frame added or removed
+    changes the folder's mtime, so the folder is counted again."""
+    folder = tmp_path / "clip"
+    _touch_jpegs(folder, ["00001.jpg", "00002.jpg", "00003.jpg"])
+    # The kernel stamps mtimes from a coarse clock (a few ms): changes this quick could share
+    # one, so each change gets its own second here, as changes made by hand would have.
+    os.utime(folder, (1, 1))
+    cache: dict = {}
+    assert count_frames_cached(folder, cache) == 3
+    assert count_frames_cached(folder, cache) == 3
+    assert len(counted) == 1
+    _touch_jpegs(folder, ["00004.jpg"])
+    os.utime(folder, (2, 2))
+    assert count_frames_cached(folder, cache) == 4
+    os.remove(folder / "00004.jpg")
+    os.remove(folder / "00003.jpg")
+    os.utime(folder, (3, 3))
+    assert count_frames_cached(folder, cache) == 2
+    assert len(counted) == 3
 
 
 def test_plain_dict_cache_and_corrupt_cache_file(tmp_path, counted):

@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 CLASSES = ["Holding something", "Pushing something from left to right",
            "Pushing something from right to left"]
 FRAMES_DIR = "20bn-something-something-v1"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 # ----------------------------------------------------------------------------- a tiny run

@@ -21,7 +21,7 @@ from PIL import Image
 from gdn.commands import check_data
 from gdn.data.annotations import AnnotationError
 from gdn.data.datasets import build_dataset
-from gdn.data.decode import DecodeError, count_frames, list_frame_files, read_frame_folder, read_video_frames
+from gdn.data.decode import DecodeError, count_frames, list_frame_files, read_frames
 from gdn.data.loader import build_loader, set_epoch
 from gdn.data.sampling import uniform_indices
 from gdn.engine.evaluate import evaluate
@@ -182,7 +182,7 @@ def test_case2_gap_in_frame_numbers_warns_and_uses_sorted_files(tmp_path, caplog
     assert [f.name for f in files] == ["00001.jpg", "00002.jpg", "00003.jpg", "00006.jpg", "00007.jpg", "00008.jpg"]
     assert count_frames(folder) == 6
     assert str(folder) in caplog.text and "00004.jpg" in caplog.text and "2 missing" in caplog.text
-    frames = read_frame_folder(folder, range(6))
+    frames = np.stack(read_frames(folder, range(6)))
     assert frames[:, 0, 0, 0].tolist() == [pixel(0, t) for t in (0, 1, 2, 5, 6, 7)]
 
     code, out = check_data_run(capsys, "--dataset", "ssv1", "--root", str(root), "--split", "train")
@@ -195,16 +195,16 @@ def test_case2_zero_byte_truncated_and_png_renamed_jpegs(tmp_path):
     folder = write_frame_folder(tmp_path / "v", 4)
     (folder / "00002.jpg").write_bytes(b"")
     with pytest.raises(DecodeError, match=rf"{folder / '00002.jpg'}: frame file is empty"):
-        read_frame_folder(folder, [1])
+        read_frames(folder, [1])
     data = (folder / "00001.jpg").read_bytes()
     (folder / "00003.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DecodeError, match=rf"{folder / '00003.jpg'}: not a readable JPEG"):
-        read_frame_folder(folder, [0, 2])
+        read_frames(folder, [0, 2])
     # a PNG under a .jpg name is a valid image: decoded by content, losslessly
     Image.new("RGB", (32, 24), (11, 222, 33)).save(folder / "00004.jpg", format="PNG")
-    assert read_frame_folder(folder, [3])[0, 5, 5].tolist() == [11, 222, 33]
+    assert read_frames(folder, [3])[0][5, 5].tolist() == [11, 222, 33]
     # the intact frame is unaffected by its broken neighbours
-    assert read_frame_folder(folder, [0])[0, 0, 0].tolist() == [pixel(0, 0)] * 3
+    assert read_frames(folder, [0])[0][0, 0].tolist() == [pixel(0, 0)] * 3
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA"])
@@ -217,7 +217,7 @@ def test_case2_grayscale_cmyk_palette_jpegs_come_out_rgb(tmp_path, mode):
         image.save(folder / "00001.jpg", quality=100)
     else:  # JPEG cannot hold these: a misnamed PNG, as extraction tools sometimes write
         image.save(folder / "00001.jpg", format="PNG")
-    frame = read_frame_folder(folder, [0])
+    frame = np.stack(read_frames(folder, [0]))
     assert frame.shape == (1, 12, 16, 3) and frame.dtype == np.uint8
     if mode in ("L", "CMYK"):  # lossy JPEG: within 2 levels; L is the ITU-R 601 luma of the colour
         want = [124] * 3 if mode == "L" else [200, 100, 50]
@@ -237,7 +237,7 @@ def test_case3_broken_video_files_raise_naming_the_file(tmp_path, suffix, damage
         path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     else:
         path.write_text("this is not a video\n" * 50)
-    for call in (lambda: count_frames(path), lambda: read_video_frames(path, [0])):
+    for call in (lambda: count_frames(path), lambda: read_frames(path, [0])):
         with pytest.raises(DecodeError) as e:
             call()
         assert str(e.value).startswith(f"{path}: ")
@@ -249,7 +249,7 @@ def test_case3_truncated_video_errors_or_reads_its_intact_prefix_exactly(tmp_pat
     """A cut file either raises DecodeError naming it, or is read as the shorter video its intact
     part is: the count equals what decodes, and those frames equal the full file's frames."""
     full = write_video(tmp_path / f"full{suffix}", 12, codec=codec)
-    whole = read_video_frames(full, range(12))
+    whole = np.stack(read_frames(full, range(12)))
     data = full.read_bytes()
     outcomes = set()
     for frac in (0.1, 0.3, 0.5, 0.7, 0.9, 0.97):
@@ -257,7 +257,7 @@ def test_case3_truncated_video_errors_or_reads_its_intact_prefix_exactly(tmp_pat
         cut.write_bytes(data[: int(len(data) * frac)])
         try:
             n = count_frames(cut)
-            frames = read_video_frames(cut, range(n))
+            frames = np.stack(read_frames(cut, range(n)))
         except DecodeError as e:
             assert str(e).startswith(f"{cut}: ")
             outcomes.add("error")
@@ -268,7 +268,7 @@ def test_case3_truncated_video_errors_or_reads_its_intact_prefix_exactly(tmp_pat
         # asking past the intact part is an error naming the file, never a wrong frame
         if n < 12:
             with pytest.raises(DecodeError, match=rf"{cut}: asked for frame index 11"):
-                read_video_frames(cut, [11])
+                read_frames(cut, [11])
     assert "error" in outcomes  # a cut in the header is always an error
 
 

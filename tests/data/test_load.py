@@ -1,11 +1,11 @@
 """Load test (docs/reliability.md, case 17): a training run over thousands of synthetic clips
 with several loader workers holds flat memory and decodes each file once per epoch.
 
-Slow (a few minutes on 2 CPU cores): `pytest -m slow tests/test_load.py -s` prints the numbers
+Slow (a few minutes on 2 CPU cores): `pytest -m slow tests/data/test_load.py -s` prints the numbers
 recorded in docs/reliability.md. Scale with GDN_LOAD_CLIPS_PER_CLASS (8 classes) and GDN_LOAD_EPOCHS.
 
 Instrumentation, all in this file:
-- decoder calls: `gdn.data.datasets.read_video_frame_list` (decoding) and `gdn.data.decode.count_frames`
+- decoder calls: `gdn.data.datasets.read_frames` (decoding) and `gdn.data.decode.count_frames`
   (frame counting, behind each process's count cache) are replaced, before the loader workers
   fork, by wrappers that append `epoch path` to a per-process file;
 - memory: at the end of every epoch (when the training loop saves `last.pt`), VmRSS and Pss
@@ -89,7 +89,7 @@ def test_case17_flat_memory_and_one_decode_per_file_per_epoch(tmp_path_factory, 
 
     # -- decoder instrumentation (inherited by the forked workers)
     reads = tmp_path_factory.mktemp("reads")
-    real_read, real_count = datasets_module.read_video_frame_list, decode_module.count_frames
+    real_read, real_count = datasets_module.read_frames, decode_module.count_frames
     epoch_of = {}  # the epoch of the item being read, set by the dataset in each process
 
     class Counting(datasets_module.VideoDataset):
@@ -101,15 +101,15 @@ def test_case17_flat_memory_and_one_decode_per_file_per_epoch(tmp_path_factory, 
         with open(reads / f"{kind}-{os.getpid()}.txt", "a") as f:
             f.write(f"{epoch_of.get('epoch', -1)} {path}\n")
 
-    def read_video_frame_list(path, indices, **kw):
+    def read_frames(path, indices):
         log_call("decode", path)
-        return real_read(path, indices, **kw)
+        return real_read(path, indices)
 
     def count_frames(path):
         log_call("count", path)
         return real_count(path)
 
-    monkeypatch.setattr(datasets_module, "read_video_frame_list", read_video_frame_list)
+    monkeypatch.setattr(datasets_module, "read_frames", read_frames)
     monkeypatch.setattr(decode_module, "count_frames", count_frames)
     monkeypatch.setattr(datasets_module, "VideoDataset", Counting)
 

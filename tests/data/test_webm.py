@@ -1,6 +1,6 @@
 """gdn.data.webm and the WebM fast path of gdn.data.decode: the parser's packets decode to
 exactly the frames PyAV's own demuxer gives, it declines what it does not understand (PyAV
-then reports), and `read_video_frames` really takes the fast path."""
+then reports), and `read_frames` really takes the fast path."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import fractions
 import av
 import numpy as np
 import pytest
-from test_decode import H, W, _frames
-from test_decode import _write as _write_video
+from media import H, W, read_stack
+from media import gradient_frames as _frames
+from media import write_video as _write_video
 
 from gdn.data import decode
-from gdn.data.decode import DecodeError, count_frames, read_video_frames
+from gdn.data.decode import DecodeError, count_frames, read_frames
 from gdn.data.webm import _element, parse_webm
 
 T = 24
@@ -46,10 +47,10 @@ def _write(path, codec: str, *, audio: bool = False, options: dict | None = None
 
 
 def _old(path, indices) -> np.ndarray:
-    """`read_video_frames` through PyAV's demuxer (the path before the fast one)."""
+    """`read_frames` through PyAV's demuxer (the path before the fast one), stacked."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(decode, "parse_webm", lambda data: None)
-        return read_video_frames(path, indices)
+        return read_stack(path, indices)
 
 
 def _pyav_packets(path) -> list[bytes]:
@@ -91,10 +92,10 @@ def test_parser_gives_pyav_packets_and_track_info(video):
 
 def test_fast_path_frames_equal_pyav_path(video):
     for indices in INDICES:
-        fast = read_video_frames(video, indices)
+        fast = read_stack(video, indices)
         assert fast.shape == (len(indices), H, W, 3)
         np.testing.assert_array_equal(fast, _old(video, indices))
-    assert read_video_frames(video, []).shape == (0, H, W, 3)
+    assert read_frames(video, []) == []
 
 
 def test_count_frames_by_parser_equals_demux_and_decode_counts(video):
@@ -102,7 +103,7 @@ def test_count_frames_by_parser_equals_demux_and_decode_counts(video):
     assert n == len(_pyav_packets(video)) == _decoded_count(video)
     assert n == decode._count_frames_pyav(video)  # today's demux count, for VP8/VP9
     with pytest.raises(DecodeError, match=rf"clip\.webm.*index {n} .*only {n} decodable"):
-        read_video_frames(video, [0, n])
+        read_frames(video, [0, n])
 
 
 def test_fast_path_is_taken(video, monkeypatch):
@@ -110,16 +111,16 @@ def test_fast_path_is_taken(video, monkeypatch):
         raise AssertionError("av.open called: the WebM fast path was not taken")
 
     monkeypatch.setattr(decode.av, "open", no_open)
-    assert read_video_frames(video, [3, 1]).shape == (2, H, W, 3)
+    assert read_stack(video, [3, 1]).shape == (2, H, W, 3)
     assert count_frames(video) == T
 
 
 def test_large_files_are_left_to_pyav(video, monkeypatch):
     """The parser reads a whole file: past the size limit PyAV demuxes it, with the same frames."""
-    want = read_video_frames(video, [3, 1])
+    want = read_stack(video, [3, 1])
     monkeypatch.setattr(decode, "_WEBM_MAX_BYTES", video.stat().st_size - 1)
     monkeypatch.setattr(decode, "parse_webm", lambda data: pytest.fail("parsed a large file"))
-    np.testing.assert_array_equal(read_video_frames(video, [3, 1]), want)
+    np.testing.assert_array_equal(read_stack(video, [3, 1]), want)
     assert count_frames(video) == T
 
 
@@ -157,7 +158,7 @@ def test_unknown_size_segment_and_clusters(tmp_path):
     assert parsed is not None
     assert [bytes(p) for p in parsed.packets] == [bytes(p) for p in parse_webm(data).packets]
     assert _pyav_packets(live) == _pyav_packets(path)  # FFmpeg reads the file the same way
-    np.testing.assert_array_equal(read_video_frames(live, [9, 2]), _old(path, [9, 2]))
+    np.testing.assert_array_equal(read_stack(live, [9, 2]), _old(path, [9, 2]))
 
 
 def test_vp9_superframe_is_split_by_the_bare_decoder(tmp_path):
@@ -188,8 +189,8 @@ def test_vp9_superframe_is_split_by_the_bare_decoder(tmp_path):
     assert len(parsed.packets) == T - 1 and bytes(parsed.packets[4]) == superframe
     assert _decoded_count(packed) == T  # two frames out of the superframe packet
     every = list(range(T))
-    np.testing.assert_array_equal(read_video_frames(packed, every), _old(packed, every))
-    np.testing.assert_array_equal(read_video_frames(packed, every), _old(path, every))
+    np.testing.assert_array_equal(read_stack(packed, every), _old(packed, every))
+    np.testing.assert_array_equal(read_stack(packed, every), _old(path, every))
 
 
 def test_corrupt_packet_fails_as_on_the_pyav_path(tmp_path):
@@ -210,7 +211,7 @@ def test_corrupt_packet_fails_as_on_the_pyav_path(tmp_path):
 
     old = outcome(_old)
     assert isinstance(old, str) and "corrupt.webm" in old  # the premise: PyAV's path raises
-    assert outcome(read_video_frames) == old  # same DecodeError, no substituted frames
+    assert outcome(read_stack) == old  # same DecodeError, no substituted frames
 
 
 def _other_video_bytes(path, codec: str, pix_fmt: str) -> bytes:
@@ -255,5 +256,5 @@ def test_truncated_webm_falls_back_and_raises_naming_file(tmp_path, monkeypatch)
     real = decode._open
     monkeypatch.setattr(decode, "_open", lambda p: calls.append(p) or real(p))
     with pytest.raises(DecodeError, match="cut.webm"):
-        read_video_frames(path, [T - 1])
+        read_frames(path, [T - 1])
     assert calls  # PyAV's demuxer, not the parser, read the truncated file

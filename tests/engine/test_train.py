@@ -379,3 +379,20 @@ def test_two_ctrl_c_to_the_whole_process_group_end_with_one_line_and_a_checkpoin
     assert err.count("SIGINT received") == 1
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["epoch"] >= 1
+
+
+def test_a_second_ctrl_c_before_the_stop_checkpoint_keeps_the_previous_one(synth, tmp_path, monkeypatch, capsys):
+    cfg = make_cfg(synth, tmp_path / "run", epochs=3)
+    cfg.save_yaml(tmp_path / "run.yaml")
+
+    def twice(n, module, output):
+        if n == 5:  # epoch 2, second batch: the first asks for a stop, the second comes before it
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    on_training_forward(monkeypatch, twice)
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gdn train: stopped: training interrupted at once by a second Ctrl-C; the last checkpoint "
+                   f"{tmp_path / 'run' / 'last.pt'} is as it was, continue with --resume auto"]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1  # the end of epoch 1, intact
