@@ -118,12 +118,12 @@ class I3DResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) clips -> (B, T', D) frame features pooled in space, T' = T / frame_multiple."""
         b, c, t, h, w = x.shape
-        if t % self.frame_multiple:
+        m = self.frame_multiple
+        if t % m:
             raise ClipShapeError(
                 f"a clip of {t} frames does not fit this I3D: its temporal strides {self.temporal_strides} "
-                f"(stem conv, pool1, pool2) need a multiple of {self.frame_multiple} frames; set data.frames "
-                f"to one (e.g. {self.frame_multiple * max(1, round(t / self.frame_multiple))}) or change "
-                "model.options.temporal_strides"
+                f"(stem conv, pool1, pool2) need a multiple of {m} frames ({m}, {2 * m}, {4 * m}, ...); set "
+                "data.frames to one or change model.options.temporal_strides"
             )
         t_conv, t_pool1, t_pool2 = self.temporal_strides
         x = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, H, W)
