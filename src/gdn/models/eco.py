@@ -61,7 +61,6 @@ class Inception(nn.Module):
         super().__init__()
         self.double_3x3_reduce = ConvBN(cin, double_reduce, 1)
         self.double_3x3_1 = ConvBN(double_reduce, double, 3, padding=1)
-        self.head_only = head_only
         if head_only:
             return
         self.conv_1x1 = ConvBN(cin, c1x1, 1) if c1x1 else None
@@ -80,8 +79,6 @@ class Inception(nn.Module):
 
     def forward(self, x: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         """`head`: `double_head(x)` if already computed."""
-        if self.head_only:
-            raise RuntimeError("this inception block keeps only its double_head")
         head = self.double_head(x) if head is None else head
         pooled = self.pool(x)
         branches = [self.conv_1x1(x)] if self.conv_1x1 is not None else []

@@ -53,11 +53,13 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
         pretrained: weights to start from: a state dict or checkpoint file, an http(s) URL,
             or "imagenet" for torchvision's ResNet weights of the same depth (online). The
             format is detected from the keys (`gdn.models.weights.detect_format`): 2D ResNet
-            weights are sliced and inflated into the temporal convs (section 3.2).
-        overrides: keyword arguments of the entrypoint / `VideoResNet` (dropout,
-            zero_init_residual, r_st, r_s, widths, ...). `conv_makers` (one conv maker per
-            stage, or one for all) replaces the family's own makers; r_st / r_s only shape
-            the default GDM maker.
+            weights are sliced and inflated into the temporal convs (section 3.2); BN-Inception
+            / ECO weights of the TSN and ECO repositories fill ECO.
+        overrides: keyword arguments of the entrypoint and of the class it builds
+            (`VideoResNet`, `I3DResNet`, `ECO`: dropout, zero_init_residual, r_st, r_s, widths,
+            nonlocal_blocks, temporal_strides, ...). For the ResNet families `conv_makers` (one
+            conv maker per stage, or one for all) replaces the family's own makers; r_st / r_s
+            only shape the default GDM maker.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")

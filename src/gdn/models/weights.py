@@ -355,7 +355,8 @@ class WeightsReport:
 def imagenet_url(depth: int | None) -> str:
     """torchvision's ImageNet weights of a ResNet of `depth` (for `pretrained="imagenet"`)."""
     if depth not in IMAGENET_URLS:
-        raise ValueError(f"no ImageNet weights for this model (depth {depth}); pass a state dict file")
+        raise WeightsMismatchError("no ImageNet weights URL for this model (only for ResNets of depth "
+                                   f"{', '.join(map(str, IMAGENET_URLS))}); pass a state dict file")
     return IMAGENET_URLS[depth]
 
 
