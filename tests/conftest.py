@@ -13,7 +13,7 @@ def _model_with_bn_statistics(name: str) -> nn.Module:
     torch.manual_seed(0)
     model = create_model(name, num_classes=5)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):  # 2D and 3D (ECO)
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.uniform_(m.bias, -0.2, 0.2)
             m.running_mean.uniform_(-0.3, 0.3)

@@ -1,7 +1,8 @@
 """The Table 2 systems beyond the ResNet families: I3D and NL I3D (`gdn.models.i3d`), the
 non-local block, ECO Lite and Full (`gdn.models.eco`): exact sizes counted by hand, the
 non-local block as the identity and as its formula, I3D inflated from a 2D ResNet-50, ECO from
-the TSN / ECO repositories' state dicts, the clip shapes each takes, Table 2's counts."""
+the TSN / ECO repositories' state dicts, the clip shapes each takes, Table 2's counts. (BatchNorm
+folding and ONNX export of every tiny family: tests/models/test_fast.py, tests/test_export.py.)"""
 
 import pytest
 import torch
@@ -11,7 +12,6 @@ from torch import nn
 import gdn
 from gdn.config import Config, ConfigError
 from gdn.engine.train import check_model
-from gdn.models.fold import fold_bn
 from gdn.models.layers import ClipShapeError, NonLocal
 from gdn.models.profile import count_params, table2_rows
 from gdn.models.weights import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, load_weights
@@ -293,18 +293,6 @@ def test_eco_from_a_bn_inception_imagenet_state_dict():
     assert report.unexpected and all(k.startswith(("inception_3c.conv_3x3", "inception_3c.double_3x3_2",
                                                    "inception_4", "inception_5")) for k in report.unexpected)
     torch.testing.assert_close(lite.inception_3b.conv_3x3.conv.weight, full.inception_3b.conv_3x3.conv.weight)
-
-
-@pytest.mark.parametrize("name", ["i3d_nl_tiny", "eco_full_tiny"])
-def test_fold_bn(name):
-    """Every BatchNorm folds into the conv before it; ECO's pre-activation ones become affine maps."""
-    torch.manual_seed(0)
-    model = randomize_bn(gdn.create_model(name, num_classes=5)).eval()
-    folded = fold_bn(model)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
-    clip = torch.randn(2, 3, 8, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(folded(clip), model(clip), rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------- Table 2
