@@ -25,3 +25,47 @@ def _model_with_bn_statistics(name: str) -> nn.Module:
 def bn_model():
     """`bn_model(name)`: see `_model_with_bn_statistics`."""
     return _model_with_bn_statistics
+
+
+def _peer_checkpoint(model: nn.Module, format: str, **entries) -> dict:
+    """`model`'s weights as a peer's code saves them, written from the peers' rules
+    (docs/peers.md), not with gdn's filters: `format="tsm"`, the TSM repository's
+    `{"epoch", "arch", "best_prec1", "state_dict"}` (DataParallel's `module.`, `base_model.`, the
+    shift wrapper's `.net` on each shifted block's conv1, `new_fc`); `format="mmaction"`,
+    MMAction2's `{"meta", "state_dict"}` (`backbone.` with ConvModule's `convN.conv` / `convN.bn`,
+    `.net` inside conv1's `conv` when shifted, `downsample.conv/bn`, `cls_head.fc_cls`).
+    `entries` replace or add top-level entries (`arch=...`, `meta={...}`)."""
+    shifted = {name for name, m in model.named_modules() if getattr(m, "shift", None) is not None}
+    state = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        block = ".".join(parts[:2])
+        if format == "tsm":
+            if parts[0] == "fc":
+                new = "new_fc." + parts[1]
+            elif block in shifted and parts[2] == "conv1":
+                new = f"base_model.{block}.conv1.net.{parts[3]}"
+            else:
+                new = "base_model." + key
+            state["module." + new] = value.clone()
+            continue
+        if parts[0] == "fc":
+            new = "cls_head.fc_cls." + parts[1]
+        elif parts[0] in ("conv1", "bn1"):
+            new = f"backbone.conv1.{'conv' if parts[0] == 'conv1' else 'bn'}.{parts[1]}"
+        elif parts[2] == "downsample":
+            new = f"backbone.{block}.downsample.{'conv' if parts[3] == '0' else 'bn'}.{parts[4]}"
+        else:  # layerX.Y.convN.param / layerX.Y.bnN.param
+            n = parts[2][-1]
+            wrap = "conv.net" if parts[2] == "conv1" and block in shifted else "conv"
+            new = f"backbone.{block}.conv{n}.{wrap if parts[2].startswith('conv') else 'bn'}.{parts[3]}"
+        state[new] = value.clone()
+    if format == "tsm":
+        return {"epoch": 45, "arch": "resnet50", "best_prec1": 45.6, "state_dict": state, **entries}
+    return {"meta": {"epoch": 50, "iter": 1000}, "state_dict": state, **entries}
+
+
+@pytest.fixture(scope="session")
+def peer_checkpoint():
+    """`peer_checkpoint(model, "tsm" | "mmaction", **entries)`: see `_peer_checkpoint`."""
+    return _peer_checkpoint

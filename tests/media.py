@@ -5,12 +5,25 @@ Importable from any test (`from media import ...`: pyproject puts tests/ on the 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import av
 import numpy as np
+import torch
+from PIL import Image
 
 from gdn.data.decode import read_frames
 
 H, W = 32, 48
+
+# Grey-level datasets: every frame's grey level encodes (video, frame), see `pixel` and `which`.
+CLASSES = ["Holding something", "Pushing something from left to right",
+           "Pushing something from right to left"]
+TEMPLATES = ["Holding [something]", "Pushing [something] from left to right",
+             "Pushing [something] from right to left"]
+FRAMES_DIR = "20bn-something-something-v1"
+VIDEOS_DIR = "20bn-something-something-v2"
 
 # (suffix, encoder, pix_fmt, options): all lossless for RGB input
 LOSSLESS = {
@@ -45,3 +58,66 @@ def write_video(path, frames: np.ndarray, codec: str, pix_fmt: str, options: dic
 def read_stack(path, indices) -> np.ndarray:
     """`read_frames` stacked into one `(len(indices), H, W, 3)` array."""
     return np.stack(read_frames(path, indices))
+
+
+def pixel(video: int, frame: int) -> int:
+    """The grey level of frame `frame` (< 12) of video `video` (< 6): 19 levels apart, so JPEG/VP9
+    loss (a level or two) cannot make one frame look like another; see `which`."""
+    return 16 + 19 * (frame % 12) + 3 * video
+
+
+def write_grey_frames(folder: Path, n: int, video: int = 0, size=(24, 32)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(n):
+        Image.new("RGB", size[::-1], (pixel(video, t),) * 3).save(folder / f"{t + 1:05d}.jpg", quality=100)
+    return folder
+
+
+def write_grey_video(path: Path, n: int, video: int = 0, codec: str = "libvpx-vp9", size=(32, 32)) -> Path:
+    """A flat-grey video of `n` frames (VP9 WebM: no stored frame count; or MPEG-4)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=12)
+        s.width, s.height, s.pix_fmt = size[1], size[0], "yuv420p"
+        if codec == "libvpx-vp9":
+            s.options = {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "0", "lag-in-frames": "0"}
+        for t in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), pixel(video, t), np.uint8), format="rgb24")
+            frame.pts = t
+            c.mux(s.encode(frame))
+        c.mux(s.encode())
+    return path
+
+
+def make_grey_ssv1(root: Path, n_frames=(9, 6, 12, 8, 10, 7)) -> Path:
+    lines = []
+    for i, n in enumerate(n_frames):
+        write_grey_frames(root / FRAMES_DIR / str(100 + i), n, video=i)
+        lines.append(f"{100 + i};{CLASSES[i % 3]}")
+    (root / "something-something-v1-labels.csv").write_text("\n".join(CLASSES) + "\n")
+    for split in ("train", "validation"):
+        (root / f"something-something-v1-{split}.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_grey_ssv2(root: Path, n_frames=(9, 6, 12, 8)) -> Path:
+    (root / VIDEOS_DIR).mkdir(parents=True)
+    items = []
+    for i, n in enumerate(n_frames):
+        write_grey_video(root / VIDEOS_DIR / f"{200 + i}.webm", n, video=i)
+        items.append({"id": str(200 + i), "template": TEMPLATES[i % 3], "label": "x", "placeholders": []})
+    (root / "something-something-v2-labels.json").write_text(
+        json.dumps({name: str(i) for i, name in enumerate(CLASSES)}))
+    for split in ("train", "validation"):
+        (root / f"something-something-v2-{split}.json").write_text(json.dumps(items))
+    return root
+
+
+def grey(clip: torch.Tensor) -> list[int]:
+    """Per-frame grey level (channel 0, top-left pixel) of a uint8 (C, T, H, W) clip."""
+    assert clip.dtype == torch.uint8
+    return clip[0, :, 0, 0].long().tolist()
+
+
+def which(clip: torch.Tensor, video: int) -> list[int]:
+    """The frame numbers a clip of video `video` shows, read back from its grey levels."""
+    return [round((v - 16 - 3 * video) / 19) for v in grey(clip)]

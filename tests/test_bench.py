@@ -71,6 +71,7 @@ def test_rows_per_mode_and_unknown_model():
         BenchConfig(models=["tsn_tiny"], baseline="gdn_tiny")
 
 
+@pytest.mark.torch_internals
 def test_compiled_rows_are_compiled_whatever_dynamos_limit():
     """Every model shares `VideoResNet.forward`, so dynamo's per-code graph limit (default 8)
     was reached by 3 models x (train, inference, latency) and the rest ran eagerly in

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gdn.cli import main
 from gdn.config import Config, ConfigError, TrainConfig
+from gdn.models import list_models
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +85,10 @@ def test_bad_values_name_the_key_and_leave_the_config_unchanged():
         cfg.apply_overrides(["train.epochs=many"])
     with pytest.raises(ConfigError, match=r"train.amp='fp8' is not one of: auto, bf16, fp16, none"):
         cfg.apply_overrides(["train.amp=fp8"])
+    with pytest.raises(ConfigError, match=r"data.protocol='mmaction2' is not one of: gdn, tsm, mmaction"):
+        cfg.apply_overrides(["data.protocol=mmaction2"])
+    with pytest.raises(ConfigError, match=r"data.sampling='segments' is not one of: tsn, dense"):
+        cfg.apply_overrides(["data.sampling=segments"])
     with pytest.raises(ConfigError, match=r"model.name='gdn_r5'.*did you mean gdn_r50"):
         cfg.apply_overrides(["model.name=gdn_r5"])
     with pytest.raises(ConfigError, match="expected section.key=value"):
@@ -126,3 +132,32 @@ def test_paper_configs_follow_their_recipes():
             t = cfg.train
             assert (t.lr, t.base_batch_size, t.epochs, t.lr_steps, t.fc_lr_mult) == (0.01, 64, 50, [20, 40], 5.0)
             assert cfg.data.flip == "none" and t.weight_decay == 5e-4
+
+
+def test_case8_config_errors_name_the_key_and_the_choices(tmp_path, capsys):
+    """Case 8 (docs/reliability.md): malformed YAML, unknown keys, bad values and unknown models
+    name the file, line and key with the choices; the command line prints one line, exit 2."""
+    names = list_models()
+    with pytest.raises(ConfigError) as e:
+        Config().apply_overrides(["model.name=gdn_r99"])
+    assert "model.name='gdn_r99'" in str(e.value) and f"choose one of: {', '.join(names)}" in str(e.value)
+    f = tmp_path / "typo.yaml"
+    f.write_text("model:\n  name: tsn_tiny\ndata:\n  frame: 8\n")
+    with pytest.raises(ConfigError) as e:
+        Config.from_yaml(f)
+    assert f"{f}:4: unknown key 'data.frame' (did you mean 'data.frames'?)" in str(e.value)
+    assert "valid keys in 'data': dataset, root," in str(e.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 3\n   lr: 0.1\n")
+    # the command line: one line naming the file and line, exit code 2, no traceback
+    for cfg_file, words in ((bad, [f"{bad}:3: malformed YAML"]), (f, ["data.frame", "data.frames"])):
+        assert main(["train", "--config", str(cfg_file), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(w in err[0] for w in words)
+    assert main(["train", "--model", "gdn_r99", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gdn_r99" in err[0] and "tsn_tiny" in err[0]
+    with pytest.raises(ConfigError, match=r"data.flip='mirror' is not one of: label, naive, none"):
+        Config().apply_overrides(["data.flip=mirror"])
+    assert main(["train", "--set", "data.frames=eight"]) == 2
+    assert "data.frames must be int" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-import sys
+"""`python -m gdn`: the `gdn` command."""
 
-from gdn.cli import main
+from gdn.cli import console
 
-sys.exit(main())
+console()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from gdn.errors import GdnError, user_message
@@ -31,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("profile", "parameters and GMACs of models; Table 1 of the paper"),
     "bench": ("bench", "training and inference speed side by side with tsn_r50"),
     "export": ("export", "export a checkpoint to ONNX and check it against onnxruntime"),
+    "convert": ("convert", "a TSM-repository or MMAction2 TSN/TSM checkpoint as a gdn checkpoint"),
 }
 
 
@@ -70,5 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The `gdn` command: `main`, then exit with its code. Once the command is over, a Ctrl-C
+    during the interpreter's own exit (finalizers, worker joins) changes nothing: ignore it
+    rather than let it print a traceback."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

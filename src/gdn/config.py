@@ -35,7 +35,7 @@ class ConfigError(GdnError, ValueError):
 @dataclass
 class ModelConfig:
     name: str = "gdn_r50"  # any gdn.list_models() name
-    pretrained: str | None = None  # ImageNet 2D state dict path / URL / "imagenet"
+    pretrained: str | None = None  # ImageNet 2D state dict path / URL / "imagenet", or a TSN/TSM checkpoint
     init_from: str | None = None  # fine-tune: a gdn checkpoint or state dict of the same architecture
     reset_head: bool = False  # with init_from: re-initialise fc when the class count differs
     dropout: float = 0.5
@@ -54,7 +54,8 @@ class DataConfig:
     frames: int = 8
     size: int = 224
     short_side: int | None = None  # default round(size * 256 / 224)
-    sampling: str = "tsn"
+    sampling: str = "tsn"  # tsn (segments) | dense
+    protocol: str = "gdn"  # gdn | tsm | mmaction: whose frame indices and eval pixels (docs/protocols.md)
     flip: str = "label"  # label | naive | none
     label_order: str = "sorted"
     workers: int | None = None  # loader processes; None: the CPUs available (gdn.data.loader.default_workers)
@@ -214,7 +215,9 @@ class Config:
         self._validate(where)
 
     def _validate(self, where: str) -> None:
-        for name, choices in CHOICES.items():
+        from gdn.data.sampling import PROTOCOLS, SAMPLINGS
+
+        for name, choices in {**CHOICES, "data.sampling": SAMPLINGS, "data.protocol": PROTOCOLS}.items():
             section, key = name.split(".")
             value = getattr(getattr(self, section), key)
             if value not in choices:

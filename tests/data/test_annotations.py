@@ -1,7 +1,11 @@
 import json
 import random
+from pathlib import Path
 
 import pytest
+from media import CLASSES, make_grey_ssv1, make_grey_ssv2, write_grey_frames
+
+from gdn.data.datasets import build_dataset
 
 from gdn.data.annotations import AnnotationError, read_annotations, read_list, read_ssv1, read_ssv2
 from gdn.data.transforms import flip_label_map
@@ -154,3 +158,53 @@ def test_list_files(tmp_path):
     (tmp_path / "test.txt").write_text("t1.mp4\nt2.mp4\n")
     ann = read_annotations("list", tmp_path, "test")
     assert [e.label for e in ann.entries] == [-1, -1] and ann.classes == []
+
+
+# ----------------------------------------------------------------------------- case 5
+def _ssv1_with(root: Path, extra_lines: list[str]) -> None:
+    make_grey_ssv1(root, n_frames=(4, 4))
+    with open(root / "something-something-v1-train.csv", "a") as f:
+        f.write("".join(line + "\n" for line in extra_lines))
+
+
+def test_case5_unknown_class_and_duplicate_id_fail_at_load_time(tmp_path):
+    """Case 5 (docs/reliability.md): an unknown class and a duplicate id fail when the dataset is
+    built, naming file and line."""
+    _ssv1_with(tmp_path, ["300;Juggling something", "100;Holding something"])
+    with pytest.raises(AnnotationError) as e:
+        build_dataset("ssv1", tmp_path, "train", frames=4, size=16, train=True)
+    msg = str(e.value)
+    assert "2 problem(s)" in msg
+    assert "something-something-v1-train.csv, line 3: unknown class 'Juggling something'" in msg
+    assert "something-something-v1-train.csv, line 4: duplicate id '100' (first at line 1)" in msg
+
+
+def test_case5_template_matching_no_class_fails_at_load_time(tmp_path):
+    """Case 5 (docs/reliability.md): an SSv2 template matching no class fails at build time, naming
+    the entry."""
+    root = make_grey_ssv2(tmp_path, n_frames=(4, 4))
+    items = json.loads((root / "something-something-v2-train.json").read_text())
+    items.append({"id": "999", "template": "Spinning [something] around"})
+    (root / "something-something-v2-train.json").write_text(json.dumps(items))
+    with pytest.raises(AnnotationError, match=r"something-something-v2-train.json, entry 2: template "
+                                              r"'Spinning \[something\] around' of video 999 matches no class"):
+        build_dataset("ssv2", root, "train", frames=4, size=16, train=True)
+
+
+def test_case5_label_index_out_of_range_fails_at_load_time(tmp_path):
+    """Case 5 (docs/reliability.md): a list label out of range or negative fails at build time,
+    naming the line."""
+    write_grey_frames(tmp_path / "a", 4)
+    write_grey_frames(tmp_path / "b", 4)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (tmp_path / "train.txt").write_text("a 4 1\nb 4 3\n")
+    with pytest.raises(AnnotationError, match=r"train.txt, line 2: label 3 out of range: 3 classes"):
+        build_dataset("list", tmp_path, "train", classes_file="classes.txt", train=True, frames=4, size=16)
+    (tmp_path / "train.txt").write_text("a 4 1\nb 4 -2\n")
+    with pytest.raises(AnnotationError, match=r"train.txt, line 2: negative label -2"):
+        build_dataset("list", tmp_path, "train", classes_file="classes.txt", train=True, frames=4, size=16)
+    # every label that reaches a batch is a valid class index
+    (tmp_path / "train.txt").write_text("a 4 1\nb 4 2\n")
+    ds = build_dataset("list", tmp_path, "train", classes_file="classes.txt", train=True, frames=4, size=16,
+                       flip="none")
+    assert [ds[(i, 0)]["label"] for i in range(2)] == [1, 2]

@@ -5,10 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
+from media import FRAMES_DIR, VIDEOS_DIR, make_grey_ssv1, make_grey_ssv2, which
+
+from gdn.cli import main
 from gdn.data.annotations import AnnotationError
 from gdn.data.datasets import TooManyBadSamples, build_dataset, check_bad_fraction
 from gdn.data.decode import DecodeError
 from gdn.data.loader import EvalSampler, TrainSampler, build_loader, set_epoch
+from gdn.data.sampling import uniform_indices
+from gdn.engine.evaluate import evaluate
 
 torch.set_num_threads(1)
 
@@ -53,6 +58,30 @@ def test_eval_items_exact_frames(tmp_path):
     assert _pixels(views[0]) == _pixels(views[2]) == [10 * t + 3 for t in (0, 3, 6, 9)]
     assert _pixels(views[3]) == [10 * t + 3 for t in (2, 5, 8, 11)]
     assert build_dataset("ssv1", tmp_path, "test", frames=4, size=16)[0]["label"] == -1
+
+
+def test_protocol_items_exact_frames(tmp_path):
+    """`protocol` reaches the sampler: video 2 has 3 frames, T = 4. Evaluation: gdn floor(i n / T),
+    both peers floor((i + 0.5) n / T); training: TSM frame 0, MMAction2 round(i n / T) (half to
+    even); video 3 (12 frames) in training: one frame of each 3-frame segment."""
+    root = make_ssv1(tmp_path)
+    want_eval = {"gdn": [0, 0, 1, 2], "tsm": [0, 1, 1, 2], "mmaction": [0, 1, 1, 2]}
+    want_train = {"tsm": [0, 0, 0, 0], "mmaction": [0, 1, 2, 2]}
+    for protocol, frames in want_eval.items():
+        ds = build_dataset("ssv1", root, "val", frames=4, size=16, protocol=protocol)
+        assert _pixels(ds[2]["clip"]) == [10 * t + 2 for t in frames], protocol
+    for protocol, frames in want_train.items():
+        ds = build_dataset("ssv1", root, "train", frames=4, size=16, train=True, protocol=protocol)
+        assert _pixels(ds[(2, 0)]["clip"]) == [10 * t + 2 for t in frames], protocol
+        for epoch in range(5):
+            assert [(v - 3) // 10 // 3 for v in _pixels(ds[(3, epoch)]["clip"])] == [0, 1, 2, 3]
+    # twice_sample x three crops of the short side (MMAction2's ThreeCrop): 6 views of 16 + 2 px
+    views = build_dataset("ssv1", root, "val", frames=4, size=16, clips=2, crops=3, protocol="mmaction")[3]["clip"]
+    assert views.shape == (6, 3, 4, 18, 18)
+    assert _pixels(views[0]) == [10 * t + 3 for t in (1, 4, 7, 10)]  # 0.5 points of 3-frame segments
+    assert _pixels(views[3]) == [10 * t + 3 for t in (0, 3, 6, 9)]   # twice_sample: their starts
+    with pytest.raises(ValueError, match="1 segment clip, or 2"):
+        build_dataset("ssv1", root, "val", frames=4, size=16, clips=3, protocol="tsm")
 
 
 def test_train_items_depend_on_seed_epoch_index_only(tmp_path):
@@ -256,3 +285,124 @@ def test_check_data_clean_and_bad(synth, tmp_path, capsys):
     assert "something-something-v1-train.csv, line 13: unknown class 'Juggling something'" in out
     assert f"line 1 (id {first}): {frames / first / '00001.jpg'}: frame file is empty" in out
     assert f"line 2 (id {second}): {frames / second}: frame folder not found" in out
+
+
+# ----------------------------------------------------------------------------- case 1
+def test_case1_missing_frame_folder_checkdata_lists_train_skips_eval_stops(tmp_path, capsys, caplog):
+    """Case 1 (docs/reliability.md): a missing frame folder is listed by check-data, skipped and
+    counted in training, an error naming it in evaluation."""
+    root = make_grey_ssv1(tmp_path)
+    missing = root / FRAMES_DIR / "102"
+    for f in missing.iterdir():
+        f.unlink()
+    missing.rmdir()
+
+    # check-data lists it with the annotation file, line and id, and exits 1
+    code, out = main(["check-data", "--dataset", "ssv1", "--root", str(root), "--split", "train"]), capsys.readouterr().out
+    assert code == 1
+    bad = [line for line in out.splitlines() if line.startswith("  [train]")]
+    assert len(bad) == 1
+    assert "something-something-v1-train.csv, line 3 (id 102)" in bad[0] and str(missing) in bad[0]
+    assert "frame folder not found" in bad[0]
+
+    # training skips it (deterministically: the next index) and counts the skip
+    train = build_dataset("ssv1", root, "train", frames=4, size=16, train=True)
+    with caplog.at_level(logging.WARNING, logger="gdn.data.datasets"):
+        item = train[(2, 0)]
+    assert (item["index"], item["num_skipped"], item["label"]) == (3, 1, 0)
+    assert "102" in caplog.text and str(missing) in caplog.text
+    assert train[(2, 0)]["index"] == 3 and torch.equal(train[(2, 0)]["clip"], item["clip"])
+    loader = build_loader(train, 2, train=True, workers=0, seed=0, drop_last=False)
+    set_epoch(loader, 0)
+    skipped = sum(int(b["num_skipped"].sum()) for b in loader)
+    assert skipped == 1  # the missing video comes up once per epoch and is counted once
+
+    # evaluation stops with the path (through the loader and `evaluate`, as `gdn test` runs it)
+    val = build_dataset("ssv1", root, "val", frames=4, size=16)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    with pytest.raises(DecodeError, match=rf"{missing}: frame folder not found.*video 102, index 2"):
+        evaluate(model, build_loader(val, 2, train=False, workers=0), "cpu")
+
+
+def test_case1_missing_webm_checkdata_and_eval(tmp_path, capsys):
+    """Case 1 (docs/reliability.md): a missing WebM is listed by check-data, an error in evaluation,
+    skipped in training."""
+    root = make_grey_ssv2(tmp_path)
+    gone = root / VIDEOS_DIR / "201.webm"
+    gone.unlink()
+    code, out = main(["check-data", "--dataset", "ssv2", "--root", str(root), "--split", "validation"]), capsys.readouterr().out
+    assert code == 1
+    bad = [line for line in out.splitlines() if line.startswith("  [validation]")]
+    assert len(bad) == 1 and "something-something-v2-validation.json, entry 1 (id 201)" in bad[0]
+    assert f"{gone}: file not found" in bad[0]
+    val = build_dataset("ssv2", root, "val", frames=4, size=16)
+    with pytest.raises(DecodeError, match=rf"{gone}: file not found"):
+        val[1]
+    item = build_dataset("ssv2", root, "train", frames=4, size=16, train=True)[(1, 0)]
+    assert (item["index"], item["num_skipped"]) == (2, 1)
+
+
+# ----------------------------------------------------------------------------- case 4
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("kind", ["frames", "webm"])
+def test_case4_video_shorter_than_segments(tmp_path, n, kind):
+    """Case 4 (docs/reliability.md): a video shorter than the segments repeats frames as floor(i * n
+    / T), in every view and epoch."""
+    if kind == "frames":
+        root = make_grey_ssv1(tmp_path, n_frames=(n, 9))
+        name = "ssv1"
+    else:
+        root = make_grey_ssv2(tmp_path, n_frames=(n, 9))
+        name = "ssv2"
+    want = uniform_indices(n, 8).tolist()  # n=3: frames 0,0,0,1,1,1,2,2
+    if n == 3:
+        assert uniform_indices(3, 8).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    val = build_dataset(name, root, "val", frames=8, size=16)
+    item = val[0]
+    assert item["clip"].shape == (3, 8, 16, 16)
+    assert which(item["clip"], 0) == want
+    views = build_dataset(name, root, "val", frames=8, size=16, clips=2, crops=3)[0]["clip"]
+    assert views.shape == (6, 3, 8, 16, 16)
+    assert all(which(v, 0) == want for v in views)
+    train = build_dataset(name, root, "train", frames=8, size=16, train=True, flip="none")
+    clips = [train[(0, epoch)]["clip"] for epoch in range(3)]
+    assert all(c.shape == (3, 8, 16, 16) for c in clips)
+    assert torch.equal(train[(0, 1)]["clip"], clips[1])  # deterministic
+    # the temporal pattern is the same in every epoch (only the crop/scale changes)
+    for c in clips:
+        assert which(c, 0) == want
+
+
+# ----------------------------------------------------------------------------- case 16 (data side)
+def test_case16_workers_and_epochs_get_different_augmentations(tmp_path):
+    """Case 16 (docs/reliability.md): eight identical videos: any difference between their clips is
+    augmentation. Loaded by two
+    workers, the samples differ from each other (no worker repeats another's random stream) and
+    from one epoch to the next, and equal what a single-process loader gives."""
+    root = tmp_path
+    lines = []
+    for i in range(8):
+        folder = root / FRAMES_DIR / str(100 + i)
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(7)  # the same textured frames in every video
+        for t in range(12):
+            Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(folder / f"{t + 1:05d}.jpg",
+                                                                                    quality=100)
+        lines.append(f"{100 + i};Holding something")
+    (root / "something-something-v1-labels.csv").write_text("Holding something\n")
+    (root / "something-something-v1-train.csv").write_text("\n".join(lines) + "\n")
+    ds = build_dataset("ssv1", root, "train", frames=4, size=16, train=True, seed=5)
+
+    def epoch_clips(loader, epoch):
+        set_epoch(loader, epoch)
+        return {int(b["index"][0]): b["clip"][0] for b in loader}
+
+    two = build_loader(ds, 1, train=True, workers=2, seed=5)
+    zero = build_loader(ds, 1, train=True, workers=0, seed=5)
+    e0, e1 = epoch_clips(two, 0), epoch_clips(two, 1)
+    assert sorted(e0) == list(range(8))
+    distinct = {c.numpy().tobytes() for c in e0.values()}
+    assert len(distinct) == 8  # every sample its own augmentation
+    assert all(not torch.equal(e0[i], e1[i]) for i in range(8))  # and a new one each epoch
+    z0 = epoch_clips(zero, 0)
+    assert all(torch.equal(z0[i], e0[i]) for i in range(8))  # independent of the worker count

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media import LOSSLESS, H, W, gradient_frames, read_stack, write_video
+import logging
+
+from media import (FRAMES_DIR, LOSSLESS, H, W, gradient_frames, make_grey_ssv1, make_grey_ssv2, pixel, read_stack,
+                   which, write_grey_frames, write_grey_video, write_video)
+
+from gdn.cli import main
+from gdn.data.datasets import build_dataset
 
 from gdn.data import decode
 from gdn.data.decode import (
@@ -344,3 +350,139 @@ def test_plain_dict_cache_and_corrupt_cache_file(tmp_path, counted):
     assert FrameCountCache(bad).get(video) == 6  # unreadable cache: counted again, with a warning
     with pytest.raises(DecodeError, match="gone.webm"):
         FrameCountCache(bad).get(tmp_path / "gone.webm")
+
+
+# ----------------------------------------------------------------------------- case 2
+def test_case2_folder_without_jpegs(tmp_path):
+    """Case 2 (docs/reliability.md): a folder without JPEGs is an error naming it."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no frames here")
+    with pytest.raises(DecodeError, match=rf"{folder}: contains no JPEG frames"):
+        list_frame_files(folder)
+    with pytest.raises(DecodeError, match=rf"{folder}: contains no JPEG frames"):
+        count_frames(folder)
+
+
+def test_case2_gap_in_frame_numbers_warns_and_uses_sorted_files(tmp_path, caplog, capsys):
+    """Case 2 (docs/reliability.md): frames are taken in sorted order and counted as files (no index
+    points at a hole), and a
+    warning names the folder and the missing numbers: a gap means an interrupted extraction.
+    `gdn check-data` reports the folder as bad."""
+    root = make_grey_ssv1(tmp_path, n_frames=(8, 6))
+    folder = root / FRAMES_DIR / "100"
+    (folder / "00004.jpg").unlink()
+    (folder / "00005.jpg").unlink()
+    with caplog.at_level(logging.WARNING, logger="gdn.data.decode"):
+        files = list_frame_files(folder)
+    assert [f.name for f in files] == ["00001.jpg", "00002.jpg", "00003.jpg", "00006.jpg", "00007.jpg", "00008.jpg"]
+    assert count_frames(folder) == 6
+    assert str(folder) in caplog.text and "00004.jpg" in caplog.text and "2 missing" in caplog.text
+    frames = np.stack(read_frames(folder, range(6)))
+    assert frames[:, 0, 0, 0].tolist() == [pixel(0, t) for t in (0, 1, 2, 5, 6, 7)]
+
+    code, out = main(["check-data", "--dataset", "ssv1", "--root", str(root), "--split", "train"]), capsys.readouterr().out
+    assert code == 1
+    bad = [line for line in out.splitlines() if line.startswith("  [train]")]
+    assert len(bad) == 1 and "line 1 (id 100)" in bad[0] and "missing" in bad[0]
+
+
+def test_case2_zero_byte_truncated_and_png_renamed_jpegs(tmp_path):
+    """Case 2 (docs/reliability.md): empty and truncated JPEGs are errors naming the file; a PNG
+    under a .jpg name is read by content."""
+    folder = write_grey_frames(tmp_path / "v", 4)
+    (folder / "00002.jpg").write_bytes(b"")
+    with pytest.raises(DecodeError, match=rf"{folder / '00002.jpg'}: frame file is empty"):
+        read_frames(folder, [1])
+    data = (folder / "00001.jpg").read_bytes()
+    (folder / "00003.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeError, match=rf"{folder / '00003.jpg'}: not a readable JPEG"):
+        read_frames(folder, [0, 2])
+    # a PNG under a .jpg name is a valid image: decoded by content, losslessly
+    Image.new("RGB", (32, 24), (11, 222, 33)).save(folder / "00004.jpg", format="PNG")
+    assert read_frames(folder, [3])[0][5, 5].tolist() == [11, 222, 33]
+    # the intact frame is unaffected by its broken neighbours
+    assert read_frames(folder, [0])[0][0, 0].tolist() == [pixel(0, 0)] * 3
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA"])
+def test_case2_grayscale_cmyk_palette_jpegs_come_out_rgb(tmp_path, mode):
+    """Case 2 (docs/reliability.md): grayscale, CMYK, palette and RGBA images come out as (H, W, 3) RGB."""
+    folder = tmp_path / mode
+    folder.mkdir()
+    rgb = Image.new("RGB", (16, 12), (200, 100, 50))
+    image = rgb.convert(mode)
+    if mode in ("L", "CMYK"):
+        image.save(folder / "00001.jpg", quality=100)
+    else:  # JPEG cannot hold these: a misnamed PNG, as extraction tools sometimes write
+        image.save(folder / "00001.jpg", format="PNG")
+    frame = np.stack(read_frames(folder, [0]))
+    assert frame.shape == (1, 12, 16, 3) and frame.dtype == np.uint8
+    if mode in ("L", "CMYK"):  # lossy JPEG: within 2 levels; L is the ITU-R 601 luma of the colour
+        want = [124] * 3 if mode == "L" else [200, 100, 50]
+        assert np.abs(frame[0, 6, 8].astype(int) - want).max() <= 2
+    else:  # lossless PNG: exactly Pillow's RGB of the palette / RGBA image
+        np.testing.assert_array_equal(frame[0], np.asarray(image.convert("RGB")))
+
+
+# ----------------------------------------------------------------------------- case 3
+@pytest.mark.parametrize("suffix", [".webm", ".mp4"])
+@pytest.mark.parametrize("damage", ["zero", "random", "text"])
+def test_case3_broken_video_files_raise_naming_the_file(tmp_path, suffix, damage):
+    """Case 3 (docs/reliability.md): empty, random and text files are errors starting with the path."""
+    path = tmp_path / f"bad{suffix}"
+    if damage == "zero":
+        path.write_bytes(b"")
+    elif damage == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    else:
+        path.write_text("this is not a video\n" * 50)
+    for call in (lambda: count_frames(path), lambda: read_frames(path, [0])):
+        with pytest.raises(DecodeError) as e:
+            call()
+        assert str(e.value).startswith(f"{path}: ")
+        assert "re-download" in str(e.value) or "is it the right file" in str(e.value)
+
+
+@pytest.mark.parametrize("codec,suffix", [("libvpx-vp9", ".webm"), ("mpeg4", ".mp4")])
+def test_case3_truncated_video_errors_or_reads_its_intact_prefix_exactly(tmp_path, codec, suffix):
+    """Case 3 (docs/reliability.md): a cut file either raises DecodeError naming it, or is read as
+    the shorter video its intact
+    part is: the count equals what decodes, and those frames equal the full file's frames."""
+    full = write_grey_video(tmp_path / f"full{suffix}", 12, codec=codec)
+    whole = np.stack(read_frames(full, range(12)))
+    data = full.read_bytes()
+    outcomes = set()
+    for frac in (0.1, 0.3, 0.5, 0.7, 0.9, 0.97):
+        cut = tmp_path / f"cut{int(frac * 100)}{suffix}"
+        cut.write_bytes(data[: int(len(data) * frac)])
+        try:
+            n = count_frames(cut)
+            frames = np.stack(read_frames(cut, range(n)))
+        except DecodeError as e:
+            assert str(e).startswith(f"{cut}: ")
+            outcomes.add("error")
+            continue
+        assert 1 <= n <= 12
+        np.testing.assert_array_equal(frames, whole[:n])
+        outcomes.add("prefix")
+        # asking past the intact part is an error naming the file, never a wrong frame
+        if n < 12:
+            with pytest.raises(DecodeError, match=rf"{cut}: asked for frame index 11"):
+                read_frames(cut, [11])
+    assert "error" in outcomes  # a cut in the header is always an error
+
+
+def test_case3_webm_without_stored_count_gets_exact_segment_frames(tmp_path):
+    """Case 3 (docs/reliability.md): webM stores no frame count; counting by demuxing makes segment
+    indices exact."""
+    path = write_grey_video(tmp_path / "v.webm", 10)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 0  # WebM stores no frame count
+    assert count_frames(path) == 10
+    root = make_grey_ssv2(tmp_path / "ds", n_frames=(10, 13))
+    ds = build_dataset("ssv2", root, "val", frames=4, size=16)
+    # 10 frames, 4 segments of 2.5: centres 1.25, 3.75, 6.25, 8.75 -> 1, 3, 6, 8
+    assert which(ds[0]["clip"], 0) == [1, 3, 6, 8]
+    # 13 frames: centres 1.625, 4.875, 8.125, 11.375 -> 1, 4, 8, 11
+    assert which(ds[1]["clip"], 1) == [1, 4, 8, 11]

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 from gdn import create_model
+from gdn.cli import main
+from gdn.models.weights import load_weights
 from gdn.config import Config
 from gdn.engine import checkpoint as C
 from gdn.engine.checkpoint import (
@@ -24,6 +31,7 @@ from gdn.engine.checkpoint import (
 
 torch.set_num_threads(1)
 CLASSES = ["a", "b", "c"]
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def make_state(seed: int = 0) -> dict:
@@ -101,14 +109,26 @@ class Malicious:
         return (os.system, (f"touch {self.target}",))
 
 
-def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+def test_case13_malicious_pickle_is_refused_by_every_command_and_never_runs(tmp_path, capsys):
+    """Case 13 (docs/reliability.md): a checkpoint whose pickle would run a command is refused by
+    the safe loader (load_checkpoint, load_weights, gdn test, predict, train --resume), one line
+    and exit 2 on the command line; the project's own checkpoints pass that loader as they are."""
     target = tmp_path / "pwned"
     bad = tmp_path / "evil.pt"
     state = make_state(0)
+    save_checkpoint(tmp_path / "own.pt", state)
+    assert torch.load(tmp_path / "own.pt", weights_only=True)["classes"] == CLASSES
     state["metrics"] = Malicious(target)
     torch.save(state, bad)  # plain pickle-based save: what an attacker would ship
     with pytest.raises(CheckpointError, match=rf"{bad}: refused to load.*posix.system"):
         load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match=rf"{bad}: refused to load"):
+        load_weights(create_model("tsn_tiny", num_classes=3), bad)
+    for argv in (["test", str(bad)], ["predict", str(bad), str(tmp_path / "clip.mp4")],
+                 ["train", "--out", str(tmp_path / "run"), "--resume", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "refused to load" in err[0], argv
     assert not target.exists()
 
 
@@ -138,3 +158,31 @@ def test_build_model_from_checkpoint_alone(tmp_path):
     x = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), reference(x))
+
+
+def test_case11_writer_killed_mid_write_leaves_previous_and_next_write_cleans_up(tmp_path):
+    """Case 11 (docs/reliability.md): a writer killed mid-write (no cleanup possible) leaves the
+    previous checkpoint intact and a hidden temporary file, which the next write removes."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {}, "epoch": 1})
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        sys.path.insert(0, {SRC!r})
+        from gdn.engine.checkpoint import save_checkpoint
+        def killed(obj, f, *a, **k):
+            f.write(b"PK partial")
+            f.flush()
+            os._exit(137)  # like SIGKILL: no cleanup of any kind runs
+        torch.save = killed
+        save_checkpoint({str(path)!r}, {{"model": {{"w": torch.zeros(3)}}, "config": {{}}, "epoch": 2}},
+                        keep_previous=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], timeout=120)
+    assert proc.returncode == 137
+    assert path.read_bytes() == before  # the previous checkpoint is intact
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.tmp")  # only a hidden temp file
+    save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "epoch": 2}, keep_previous=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.prev.pt", "last.pt"]
+    assert load_checkpoint(path)["epoch"] == 2 and load_checkpoint(tmp_path / "last.prev.pt")["epoch"] == 1

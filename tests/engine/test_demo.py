@@ -59,7 +59,7 @@ def _check_outputs(out, capsys_out: str, quick: bool) -> dict:
     return summary
 
 
-def test_quick_demo_end_to_end(tmp_path, capsys):
+def test_smoke_quick_demo_writes_every_output_and_reuses_its_data(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     summary = _check_outputs(out, capsys.readouterr().out, quick=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +104,60 @@ def test_a_dying_worker_ends_the_run_with_an_error(setup):
     assert proc.returncode != 0
     assert "exitcode  : 3" in proc.stderr or "exitcode: 3" in proc.stderr.replace(" ", "")
     assert not (out / "rank0.pt").exists() and not (out / "rank1.pt").exists()
+
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+DEATH_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {src!r})
+import numpy as np, torch
+from torch.utils.data import DataLoader, Dataset
+torch.set_num_threads(1)
+from gdn.engine import distributed as D
+from gdn.engine.evaluate import evaluate
+
+class Clips(Dataset):
+    def __len__(self):
+        return 5
+    def __getitem__(self, i):
+        return {{"clip": torch.full((3, 2, 4, 4), float(i)), "label": i % 3, "index": i}}
+
+device = D.init_distributed("cpu", timeout_s=30)
+rank = D.get_rank()
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 3))
+if rank == 1:
+    os._exit(7)  # the worker dies (OOM killer, segfault) before sending its shard
+loader = DataLoader(Clips(), batch_size=2, sampler=range(rank, 5, 2))
+try:
+    evaluate(model, loader, device, distributed=True)
+except Exception as e:
+    print("RANK0-ERROR", type(e).__name__, str(e).splitlines()[0][:200], flush=True)
+    os._exit(3)
+print("RANK0-FINISHED", flush=True)
+"""
+
+
+def test_case15_dead_worker_stops_the_run_with_an_error_not_a_hang(tmp_path):
+    """Case 15 (docs/reliability.md): rank 1 dies; rank 0's gather in `evaluate` fails within
+    the process-group timeout instead of hanging."""
+    script = tmp_path / "run.py"
+    script.write_text(DEATH_SCRIPT.format(src=SRC))
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        out0, _ = procs[0].communicate(timeout=150)  # the 30 s process-group timeout bounds it
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert procs[1].returncode == 7
+    assert procs[0].returncode == 3, out0
+    assert "RANK0-ERROR" in out0 and "RANK0-FINISHED" not in out0

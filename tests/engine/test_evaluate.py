@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from gdn.engine.evaluate import compute_metrics, evaluate
+from gdn.engine.evaluate import compute_metrics, evaluate, view_average
 
 torch.set_num_threads(1)
 
@@ -93,6 +94,25 @@ def test_multi_view_averages_softmax_not_logits():
     assert res.top1 == 50.0 and res.top5 == 100.0 and res.num_videos == 2
     # per class: class 0 has 2 videos, 1 right -> 50; class 1 has none -> mean class = 50
     assert res.mean_class_accuracy == 50.0
+
+
+def test_view_averaging_per_protocol():
+    """The TSM repository averages logits (so does MMAction2's TSN head, through its features);
+    gdn and MMAction2's TSM/I3D heads average softmax. One confident view against two mild
+    ones: the logit average picks class 0, the softmax average class 1."""
+    assert view_average("gdn", "tsn_r50") == view_average("gdn", "gdn_r50") == "prob"
+    assert view_average("tsm", "tsm_r50") == view_average("tsm", "tsn_r50") == "logits"
+    assert view_average("mmaction", "tsn_r50") == "logits"
+    assert view_average("mmaction", "tsm_r50") == view_average("mmaction", "i3d_r50") == "prob"
+    table = torch.tensor([[10.0, 0.0], [0.0, 3.0], [0.0, 3.0]])  # 1 video x 3 views
+    loader = DataLoader(KeyedClips([0], views=3), batch_size=1)
+    by_logits = evaluate(TableModel(table), loader, "cpu", average="logits")
+    by_prob = evaluate(TableModel(table), loader, "cpu", average="prob")
+    np.testing.assert_allclose(by_logits.scores[0], torch.softmax(table.mean(0), 0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(by_prob.scores[0], torch.softmax(table, 1).mean(0).numpy(), rtol=1e-6)
+    assert (by_logits.top1, by_prob.top1) == (100.0, 0.0)
+    with pytest.raises(ValueError, match="average must be one of"):
+        evaluate(TableModel(table), loader, "cpu", average="features")
 
 
 def test_all_unlabelled_gives_scores_and_nan_metrics():
@@ -199,7 +219,7 @@ def test_gdn_test_json_files_and_scores(tiny_run, tmp_path, capsys):
     ds = build_dataset("ssv1", cfg.data.root, "validation", frames=4, size=32, label_order="csv")
     want = evaluate(model, DataLoader(ds, batch_size=2), "cpu")
     assert got == {"top1": want.top1, "top5": want.top5, "mean_class_accuracy": want.mean_class_accuracy,
-                   "num_videos": 6, "num_labelled": 6}
+                   "num_videos": 6, "num_labelled": 6, "protocol": "gdn", "views": 1}
     saved = load_scores(scores)
     assert saved.video_ids == ds.video_ids and saved.classes == summary.classes
     np.testing.assert_allclose(saved.scores, want.scores, rtol=1e-5)
@@ -256,3 +276,63 @@ def test_gdn_test_compile_gives_the_eager_results(tiny_run, tmp_path, capsys):
     (eager, eager_scores), (compiled, compiled_scores) = runs
     assert compiled == eager and eager["num_videos"] == 6
     np.testing.assert_allclose(compiled_scores, eager_scores, rtol=1e-4, atol=1e-6)
+
+
+def test_gdn_test_tsm_protocol_views_by_hand(tiny_run, tmp_path, capsys):
+    """`gdn test --protocol tsm --clips 2 --crops 3` on the tiny dataset equals TSM's test script
+    computed here by hand: twice_sample indices, Pillow resize to 36 x int(36 * 40 / 32) = 45,
+    GroupFullResSample's three 32-pixel crops, six views whose logits are averaged."""
+    import json
+
+    from PIL import Image
+
+    from gdn.cli import main
+    from gdn.data.transforms import normalize
+    from gdn.engine.checkpoint import load_checkpoint, save_checkpoint
+    from gdn.engine.evaluate import load_scores
+    from gdn.models import create_model
+
+    ckpt, cfg, summary = tiny_run
+    state = load_checkpoint(ckpt)
+    state["model"]["fc.weight"] = state["model"]["fc.weight"] * 200  # confident views: averaging matters
+    sharp = tmp_path / "sharp.pt"
+    save_checkpoint(sharp, state)
+    scores = tmp_path / "tsm.npz"
+    assert main(["test", str(sharp), "--protocol", "tsm", "--clips", "2", "--crops", "3", "--json",
+                 "--device", "cpu", "--scores", str(scores), "--out", str(tmp_path)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["protocol"], got["views"], got["num_videos"]) == ("tsm", 6, 6)
+    assert (tmp_path / "sharp-validation-tsm-2x3-per-class.json").is_file()
+
+    model = create_model("tsn_tiny", num_classes=len(summary.classes), dropout=0.0)
+    model.load_state_dict(state["model"])
+    model.eval()
+    root = Path(cfg.data.root)
+    lines = (root / "something-something-v1-validation.csv").read_text().splitlines()
+    saved = load_scores(scores)
+    by_logits, by_prob, labels = [], [], []
+    for line in lines:
+        vid, name = line.split(";", 1)
+        files = sorted((root / "20bn-something-something-v1" / vid).glob("*.jpg"))
+        tick = len(files) / 4.0
+        clips = [[int(tick / 2.0 + tick * x) for x in range(4)], [int(tick * x) for x in range(4)]]
+        images = [Image.open(files[i]).convert("RGB").resize((45, 36), Image.BILINEAR) for c in clips for i in c]
+        views = []
+        for x, y in ((0, 2), (12, 2), (6, 2)):  # w_step = (45 - 32) // 4 = 3, h_step = (36 - 32) // 4 = 1
+            crops = np.stack([np.asarray(im.crop((x, y, x + 32, y + 32))) for im in images])  # (2 * 4, 32, 32, 3)
+            views += [crops[:4], crops[4:]]
+        x = normalize(torch.from_numpy(np.stack(views)).permute(0, 4, 1, 2, 3))  # (6, C, T, 32, 32)
+        with torch.no_grad():
+            logits = model(x)
+        by_logits.append(torch.softmax(logits.mean(0), 0).numpy())
+        by_prob.append(torch.softmax(logits, 1).mean(0).numpy())
+        labels.append(summary.classes.index(name))
+    assert saved.video_ids == [line.split(";")[0] for line in lines]
+    np.testing.assert_allclose(saved.scores, np.stack(by_logits), rtol=1e-5, atol=1e-6)
+    assert np.abs(np.stack(by_prob) - saved.scores).max() > 1e-2  # the other averaging is far off
+    top1 = 100.0 * float(np.mean(np.stack(by_logits).argmax(1) == np.array(labels)))
+    assert got["top1"] == pytest.approx(top1)
+
+    assert main(["test", str(sharp), "--protocol", "tsm", "--clips", "3", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "twice_sample" in err[0]

@@ -153,7 +153,7 @@ def test_a_maker_carries_the_residual_shift():
         def __call__(self, in_planes, out_planes, stride):
             return FrameConv2d(in_planes, out_planes, stride)
 
-        def residual_shift(self):
+        def residual_shift(self, index):
             return TemporalShift(4)
 
     model = gdn.create_model("tsn_tiny", conv_makers=[Shifted(), "2d", TSM(fold_div=2), "2d"])

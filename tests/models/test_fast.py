@@ -5,9 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from gdn import create_model, list_models
+from gdn import create_model
 from gdn.models.fast import compile_for_inference, gdm_forward, temporal_shift, temporal_shift_channels_last
-from gdn.models.fold import fold_bn
 from gdn.models.layers import GDM, TemporalShift
 
 torch.set_num_threads(1)
@@ -62,6 +61,7 @@ def test_fused_gdm_channels_last_keeps_layout_and_values():
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.torch_internals
 def test_fused_gdm_never_runs_the_unfold_conv3d_at_one_clip():
     # The reason for the fused form: one clip (batch 1) sends nn.Conv3d to slow_conv3d on CPU.
     from torch.profiler import ProfilerActivity, profile
@@ -143,30 +143,6 @@ def test_shift_moves_the_right_channels():
     assert y[:, 2:].tolist() == x[:, 2:, 0, 0].tolist()
 
 
-@pytest.mark.parametrize("name", list_models("*_tiny"))
-def test_fold_bn_keeps_outputs(name, bn_model):
-    model = bn_model(name)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    folded = fold_bn(model)
-    x = torch.randn(2, 3, 4, 32, 32)
-    with torch.no_grad():
-        ref, out = model(x), folded(x)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
-    assert not folded.training
-    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    assert sum(k.endswith("running_mean") for k in folded.state_dict()) == 0
-    assert sum(k.endswith("running_mean") for k in model.state_dict()) == n_bn
-    for k, v in model.state_dict().items():  # the input model is untouched
-        assert torch.equal(v, state[k]), k
-
-
-def test_fold_bn_refuses_an_unfoldable_batchnorm():
-    model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
-    with pytest.raises(ValueError, match="not folded"):
-        fold_bn(model)
-
-
 @pytest.mark.parametrize("name", ["gdn_tiny", "tsm_tiny", "r3d_tiny", "gst_tiny"])
 def test_whole_model_traces_as_one_graph_for_compile(name):
     """torch.compile sees each model as ONE graph: a graph break in the fast modules (as the
@@ -178,6 +154,7 @@ def test_whole_model_traces_as_one_graph_for_compile(name):
     assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
 
 
+@pytest.mark.torch_internals
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of PyTorch has it)")
 def test_compile_for_inference_freezes_the_weights():
     """compile_for_inference runs its convolutions as frozen, prepacked oneDNN kernels with

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gdn
 from gdn.models.layers import GDM, TemporalShift, VideoConv3d, split_channels
@@ -146,9 +145,24 @@ def test_temporal_shift_moves_exactly_one_eighth_each_way():
 
 
 def test_tsm_shifts_only_the_residual_branch():
-    model = gdn.create_model("tsm_tiny", num_classes=3)
-    block = model.layer1[0]
-    assert isinstance(block.shift, TemporalShift)
+    """TSM's residual shift (TSM paper, Fig. 2): the block's residual branch reads the shifted
+    input, its identity path the input as it was."""
+    torch.manual_seed(0)
+    block = gdn.create_model("tsm_tiny", num_classes=3).eval().layer1[0]
+    assert isinstance(block.shift, TemporalShift) and block.downsample is None  # identity = the input
+    t = 4
+    x = torch.randn(2 * t, 16, 8, 8)  # (N*T, C, H, W)
+
+    def branch(inp):
+        return block.bn2(block.conv2(block.relu(block.bn1(block.conv1(inp, t))), t))
+
+    shifted = block.shift(x, t)
+    assert not torch.equal(shifted, x)
+    with torch.no_grad():
+        out = block(x, t)
+        assert torch.equal(out, torch.relu(branch(shifted) + x))
+        assert not torch.allclose(out, torch.relu(branch(shifted) + shifted))  # a shifted identity
+        assert not torch.allclose(out, torch.relu(branch(x) + x))  # no shift at all
     assert gdn.create_model("tsn_tiny").layer1[0].shift is None
 
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import gdn
+from gdn.engine.checkpoint import save_checkpoint
+from gdn.models import create_model
 from gdn.models.weights import CheckpointError, WeightsMismatchError, detect_format, load_weights
 
 torch.set_num_threads(1)
@@ -157,71 +159,112 @@ def _save(obj, tmp_path) -> str:
     return str(path)
 
 
-def tsm_repository_checkpoint(model: torch.nn.Module) -> dict:
-    """`model`'s weights as the TSM repository's main.py saves them (DataParallel prefix, the
-    shift wrapper's `.net` on each block's conv1, `new_fc`); see shared/reference/peers.md."""
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("fc."):
-            k = f"new_fc.{k[3:]}"
-        else:
-            k = "base_model." + (k.replace(".conv1.", ".conv1.net.") if k.startswith("layer") else k)
-        state[f"module.{k}"] = v
-    return {"epoch": 45, "arch": "resnet50", "best_prec1": 50.0, "state_dict": state}
-
-
-def test_a_source_that_matches_nothing_is_an_error_naming_both_sides(tmp_path):
+def test_a_source_that_matches_nothing_is_an_error_naming_both_sides(tmp_path, peer_checkpoint):
     torch.manual_seed(0)
-    path = _save(tsm_repository_checkpoint(gdn.create_model("tsm_tiny", num_classes=3)), tmp_path)
-    assert "module.base_model.layer1.0.conv1.net.weight" in torch.load(path)["state_dict"]
+    path = _save(peer_checkpoint(gdn.create_model("tsm_tiny", num_classes=3), "tsm"), tmp_path)
     torch.manual_seed(1)
     model = gdn.create_model("tsm_tiny", num_classes=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    for load in (lambda: load_weights(model, path), lambda: load_weights(model, path, format=None)):
-        with pytest.raises(WeightsMismatchError) as e:
-            load()
-        first = str(e.value).splitlines()[0]
-        assert first.startswith(f"{path}: matches almost nothing in this model: 0 of 60 tensors found a source")
-        assert "It holds 74 tensors in format 'unknown', e.g. base_model.conv1.weight, " in first
-        assert "new_fc.bias; format 'gdn' expects the state dict of a gdn model" in first
-        assert "here e.g. conv1.weight, " in first
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # a refused load changes nothing
-    with pytest.raises(WeightsMismatchError, match="matches almost nothing"):  # was: 0 tensors, 2 warnings
-        gdn.create_model("tsm_tiny", num_classes=3, pretrained=path)
-
-
-def test_a_format_plugs_in_as_one_filter_and_one_entry(tmp_path, monkeypatch):
-    """What the checkpoint-interop issue adds for the TSM repository's format, written here to
-    show the seam fits it: detection from the keys, and a filter that renames."""
-    from gdn.models.weights import FORMATS, WeightsFormat
-
-    def tsm_filter(state_dict, model):
-        renamed = {}
-        for k, v in state_dict.items():
-            k = k.removeprefix("base_model.").replace(".conv1.net.", ".conv1.").replace("new_fc.", "fc.")
-            renamed[k] = v
-        return renamed, []
-
-    monkeypatch.setitem(FORMATS, "tsm", WeightsFormat(
-        detect=lambda sd: any(k.startswith("base_model.") for k in sd), filter=tsm_filter,
-        expects="the TSM repository's keys (base_model.layer1.0.conv1.net.weight, new_fc.weight)"))
-    torch.manual_seed(0)
-    source = gdn.create_model("tsm_tiny", num_classes=3).eval()
-    path = _save(tsm_repository_checkpoint(source), tmp_path)
-    model = gdn.create_model("tsm_tiny", num_classes=3, pretrained=path).eval()
-    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
-    report = load_weights(gdn.create_model("tsm_tiny", num_classes=3), path, format=None)
-    assert report.format == "tsm" and len(report.loaded) == 74
-    with pytest.raises(WeightsMismatchError, match="it looks like format 'tsm': pass format='tsm'"):
+    with pytest.raises(WeightsMismatchError) as e:
         load_weights(model, path)  # the default asks for gdn's own keys
+    first = str(e.value).splitlines()[0]
+    assert first.startswith(f"{path}: matches almost nothing in this model: 0 of 60 tensors found a source")
+    assert "It holds 74 tensors in format 'tsm', e.g. base_model.conv1.weight, " in first
+    assert "new_fc.bias; format 'gdn' expects the state dict of a gdn model" in first
+    assert "here e.g. conv1.weight, " in first
+    assert first.endswith("it looks like format 'tsm': pass format='tsm'")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # a refused load changes nothing
 
 
-def test_detect_format_from_the_keys():
-    from gdn.models.weights import clean_state_dict, detect_format
+def test_detect_format_from_the_keys(peer_checkpoint):
+    from gdn.models.weights import clean_state_dict
 
     assert detect_format(torchvision_resnet_state_dict(18)) == "torchvision"
     assert detect_format(gdn.create_model("tsn_tiny").state_dict()) == "torchvision"  # gdn's 2D models are torchvision's
     assert detect_format(gdn.create_model("gdn_tiny").state_dict()) == "gdn"
     assert detect_format(gdn.create_model("r3d_tiny").state_dict()) == "gdn"
-    tsm = tsm_repository_checkpoint(gdn.create_model("tsm_tiny"))["state_dict"]
-    assert detect_format(clean_state_dict(tsm)) is None
+    assert detect_format(clean_state_dict(peer_checkpoint(gdn.create_model("tsm_tiny"), "tsm")["state_dict"])) == "tsm"
+    assert detect_format(peer_checkpoint(gdn.create_model("tsm_tiny"), "mmaction")["state_dict"]) == "mmaction"
+
+
+CLASSES = ["Holding something", "Pushing something from left to right",
+           "Pushing something from right to left"]
+
+
+def assert_same_params(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_case14_weights_for_another_architecture_list_every_mismatch(tmp_path):
+    """Case 14 (docs/reliability.md): weights of another architecture are refused, every
+    missing, unexpected and mis-shaped key listed; reset_head never excuses a body mismatch."""
+    torch.manual_seed(0)
+    source = create_model("tsn_tiny", num_classes=3)
+    path = tmp_path / "src.pt"
+    save_checkpoint(path, {"model": source.state_dict(), "config": {}, "classes": CLASSES})
+    # same family, other widths: every mis-shaped key is listed with both shapes
+    wide = create_model("tsn_tiny", num_classes=3, widths=(16, 32, 64, 256))
+    with pytest.raises(WeightsMismatchError) as e:
+        load_weights(wide, path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: its parameters do not fit this model")
+    src, dst = source.state_dict(), wide.state_dict()
+    shaped = [k for k in src if src[k].shape != dst[k].shape]
+    assert f"mis-shaped (source vs model) ({len(shaped)}): " in msg
+    assert "layer4.0.conv1.weight (128, 64, 3, 3) vs model (256, 64, 3, 3)" in msg
+    assert f"... ({len(shaped) - 10} more)" in msg  # long lists are cut after 10 names
+    # another architecture: missing and unexpected keys listed by name
+    tsm = create_model("gdn_tiny", num_classes=3)
+    missing = sorted(set(tsm.state_dict()) - set(source.state_dict()))
+    unexpected = sorted(set(source.state_dict()) - set(tsm.state_dict()))
+    assert missing or unexpected
+    with pytest.raises(WeightsMismatchError) as e:
+        load_weights(tsm, source.state_dict())
+    msg = str(e.value)
+    if missing:
+        assert f"missing in the source ({len(missing)})" in msg and missing[0] in msg
+    if unexpected:
+        assert f"unexpected in the source ({len(unexpected)})" in msg and unexpected[0] in msg
+    with pytest.raises(WeightsMismatchError):  # reset_head does not excuse a body mismatch
+        load_weights(tsm, path, reset_head=True)
+
+
+def test_case14_other_class_count_needs_reset_head(tmp_path):
+    """Case 14 (docs/reliability.md): another class count loads only with reset_head, which
+    re-initialises fc and loads everything else exactly; a refused load changes nothing."""
+    torch.manual_seed(0)
+    source = create_model("tsn_tiny", num_classes=3)
+    path = tmp_path / "src.pt"
+    save_checkpoint(path, {"model": source.state_dict(), "config": {}, "classes": CLASSES})
+    torch.manual_seed(1)
+    target = create_model("tsn_tiny", num_classes=5)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(WeightsMismatchError) as e:
+        load_weights(target, path)
+    msg = str(e.value)
+    assert "only the classifier 'fc' differs" in msg and "reset_head=True" in msg
+    assert "fc.weight (3, 128) vs model (5, 128)" in msg and "fc.bias (3,) vs model (5,)" in msg
+    assert_same_params(target.state_dict(), before)  # a refused load changes nothing
+
+    torch.manual_seed(2)
+    report = load_weights(target, path, reset_head=True)
+    assert report.head_reset == ["fc.weight", "fc.bias"]
+    assert report.missing == [] and report.unexpected == [] and set(report.mismatched) == {"fc.weight", "fc.bias"}
+    got, src = target.state_dict(), source.state_dict()
+    assert len(report.loaded) == len(src) - 2
+    for k in src:
+        if not k.startswith("fc."):
+            assert torch.equal(got[k], src[k]), k
+    torch.manual_seed(2)
+    fresh = torch.nn.Linear(128, 5)  # what reset_parameters draws under the same seed
+    assert torch.equal(got["fc.weight"], fresh.weight) and torch.equal(got["fc.bias"], fresh.bias)
+
+    # same class count: the head is loaded, unless a reset is asked for
+    same = create_model("tsn_tiny", num_classes=3)
+    assert load_weights(same, path).head_reset == []
+    assert_same_params(same.state_dict(), source.state_dict())
+    # DDP-prefixed state dicts load too
+    prefixed = {f"module.{k}": v for k, v in source.state_dict().items()}
+    assert len(load_weights(create_model("tsn_tiny", num_classes=3), prefixed).loaded) == len(src)

@@ -9,7 +9,7 @@ HELP = "export a checkpoint to ONNX (eval, BatchNorm folded, dynamic batch), ver
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint written by `gdn train` (last.pt, best.pt)")
+    p.add_argument("checkpoint", help="a checkpoint written by `gdn train` (last.pt, best.pt) or `gdn convert`")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the checkpoint's config)")
     p.add_argument("--size", type=int, default=None, help="input size (default: the checkpoint's config)")

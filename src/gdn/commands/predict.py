@@ -19,7 +19,7 @@ HELP = "top-k class names and probabilities for video files or JPEG frame folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a .pt file written by `gdn train`")
+    p.add_argument("checkpoint", help="a .pt file written by `gdn train` or `gdn convert`")
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FOLDER",
                    help="video files (webm/mp4/avi/mkv), JPEG frame folders, or folders of videos")
     p.add_argument("--topk", type=int, default=5, help="classes to show per input (default 5)")

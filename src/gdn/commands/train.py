@@ -11,6 +11,7 @@ then the flags, then `--set` in order.
 from __future__ import annotations
 
 import logging
+import gc
 import os
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
                    help="override config values, parsed as YAML, e.g. --set train.lr=0.05 train.epochs=40")
     p.add_argument("--model", help="model name (gdn.list_models())")
-    p.add_argument("--pretrained", help="ImageNet 2D weights: a state dict path, a URL or 'imagenet'")
+    p.add_argument("--pretrained", help="2D weights to start from: ImageNet (a state dict path, a URL or 'imagenet') "
+                                        "or a TSN/TSM checkpoint (gdn convert's, the TSM repository's, MMAction2's)")
     p.add_argument("--init-from", help="fine-tune from a gdn checkpoint or state dict (same architecture)")
     p.add_argument("--reset-head", action="store_true",
                    help="with --init-from: re-initialise the classifier when the class count differs")
@@ -94,12 +96,20 @@ def _yaml_value(value) -> str:
 
 
 def run(args) -> int:
-    from gdn.engine.train import StopRequest, train
+    from gdn.engine.train import StopRequest, TrainingInterrupted, train
 
     cfg = build_config(args)
     stop = StopRequest()
-    with stop.installed():  # through the exit too: a Ctrl-C after the stop must not interrupt it
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite, stop=stop)
+    with stop.installed():
+        try:
+            result = train(cfg, resume=args.resume, overwrite=args.overwrite, stop=stop)
+        except TrainingInterrupted as e:
+            # While a further Ctrl-C is still ignored (the stop is settled): drop the traceback,
+            # whose frames hold the data loaders, so that their workers shut down now rather
+            # than in the middle of the exit, where a Ctrl-C would print a traceback.
+            e.__traceback__ = e.__context__ = None
+            gc.collect()
+            raise e from None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table (the group is gone by now)
         print(format_table(result))
     return 0

@@ -33,7 +33,7 @@ from gdn.errors import GdnError
 log = logging.getLogger(__name__)
 
 __all__ = ["AnnotationError", "Annotations", "Entry", "Problem", "read_annotations",
-           "read_ssv1", "read_ssv2", "read_list", "normalize_split", "DATASETS",
+           "read_ssv1", "read_ssv2", "read_list", "normalize_split", "class_difference", "DATASETS",
            "SSV1_FRAMES", "SSV1_LABELS", "SSV1_SPLIT", "SSV2_VIDEOS", "SSV2_LABELS", "SSV2_SPLIT"]
 
 DATASETS = ("ssv1", "ssv2", "list")
@@ -98,6 +98,15 @@ class Annotations:
             + "\nFix or remove these entries (class names and label files must come from the "
             f"same release); `gdn check-data --dataset {self.name} --root ...` lists them all."
         )
+
+
+def class_difference(ours: list[str], theirs: list[str]) -> str:
+    """The first way two class lists differ, for messages: "4 vs 5 classes" or
+    "class 0 is 'A' vs 'B'" (the same names in another order show here too)."""
+    if len(ours) != len(theirs):
+        return f"{len(ours)} vs {len(theirs)} classes"
+    i = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    return "no difference" if i is None else f"class {i} is {ours[i]!r} vs {theirs[i]!r}"
 
 
 def normalize_split(split: str) -> str:

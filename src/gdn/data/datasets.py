@@ -74,6 +74,10 @@ class VideoDataset(Dataset):
         size: crop side; ``short_side`` defaults to ``round(size * 256 / 224)``.
         clips, crops: evaluation views, ``clips`` temporal x ``crops`` (1 or 3) spatial.
         sampling: ``"tsn"`` (segments) or ``"dense"`` (``stride`` apart).
+        protocol: whose frame indices and evaluation pixels: ``"gdn"`` (its own), ``"tsm"`` or
+            ``"mmaction"`` (the peers', exactly; docs/protocols.md). Training follows the
+            protocol's sampling and keeps gdn's augmentation.
+        full_res: evaluation crops of ``short_side`` instead of ``size`` (TSM's --full_res).
         flip: ``"label"`` (label-aware), ``"naive"`` (labels kept) or ``"none"`` (training only).
         frame_counts: remembers the frame counts of videos and frame folders (a dict or a
             FrameCountCache).
@@ -81,8 +85,8 @@ class VideoDataset(Dataset):
 
     def __init__(self, annotations: Annotations, *, frames: int = 8, train: bool = False,
                  size: int = 224, short_side: int | None = None, clips: int = 1, crops: int = 1,
-                 sampling: str = "tsn", stride: int = 2, flip: str = "label", seed: int = 0,
-                 max_bad_fraction: float = 0.01,
+                 sampling: str = "tsn", stride: int = 2, protocol: str = "gdn", full_res: bool = False,
+                 flip: str = "label", seed: int = 0, max_bad_fraction: float = 0.01,
                  frame_counts: dict | FrameCountCache | None = None) -> None:
         annotations.raise_for_problems()
         if not annotations.entries:
@@ -96,12 +100,15 @@ class VideoDataset(Dataset):
         self.labels = [e.label for e in self.entries]
         self.frames, self.clips, self.crops = frames, clips, crops
         self.seed, self.max_bad_fraction = seed, max_bad_fraction
-        self.sampler = build_sampler(sampling, frames, train=train, clips=clips, stride=stride)
+        self.protocol = protocol
+        self.sampler = build_sampler(sampling, frames, train=train, clips=clips, stride=stride,
+                                     protocol=protocol)
         self.flip_map = flip_label_map(self.classes)
         if train:
             self.transform = TrainTransform(size, short_side, flip=flip, flip_map=self.flip_map)
         else:
-            self.transform = EvalTransform(size, short_side, crops=crops)
+            self.transform = EvalTransform(size, short_side, crops=crops, protocol=protocol,
+                                           full_res=full_res)
         self.frame_counts = frame_counts if frame_counts is not None else {}
 
     def __len__(self) -> int:
@@ -197,19 +204,21 @@ class VideoDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f"VideoDataset({self.name}/{self.split}, {len(self)} videos, "
-                f"{len(self.classes)} classes, train={self.train}, {self.sampler}, "
+                f"{len(self.classes)} classes, train={self.train}, protocol={self.protocol}, {self.sampler}, "
                 f"views={self.num_views})")
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, frames: int = 8,
                   train: bool = False, size: int = 224, short_side: int | None = None,
                   clips: int = 1, crops: int = 1, sampling: str = "tsn", stride: int = 2,
+                  protocol: str = "gdn", full_res: bool = False,
                   flip: str = "label", label_order: str = "sorted",
                   list_file: str | Path | None = None, classes_file: str | Path | None = None,
                   frames_dir: str | Path | None = None, seed: int = 0,
                   max_bad_fraction: float = 0.01,
                   cache_dir: str | Path | None = None) -> VideoDataset:
-    """Dataset ``name`` (``ssv1``, ``ssv2``, ``list``) split ``split`` under ``root``.
+    """Dataset ``name`` (``ssv1``, ``ssv2``, ``list``) split ``split`` under ``root``; the other
+    arguments are :class:`VideoDataset`'s (``protocol``: ``"gdn"``, ``"tsm"`` or ``"mmaction"``).
 
     Annotation problems raise :class:`~gdn.data.annotations.AnnotationError` here, naming the
     file and line. ``cache_dir``: a folder whose ``frame-counts-<name>.json`` holds video frame
@@ -222,7 +231,8 @@ def build_dataset(name: str, root: str | Path, split: str, *, frames: int = 8,
     if cache_dir is not None:
         counts = FrameCountCache(Path(cache_dir) / f"frame-counts-{name}.json")
     ds = VideoDataset(ann, frames=frames, train=train, size=size, short_side=short_side,
-                      clips=clips, crops=crops, sampling=sampling, stride=stride, flip=flip,
+                      clips=clips, crops=crops, sampling=sampling, stride=stride, protocol=protocol,
+                      full_res=full_res, flip=flip,
                       seed=seed, max_bad_fraction=max_bad_fraction, frame_counts=counts)
     log.info("%r", ds)
     return ds

@@ -19,7 +19,17 @@ so a clip's full frames are never copied (~5% of a 16-frame WebM clip's training
 Crop boxes are ``(top, left, height, width)`` tuples in pixels. The training recipe (paper 3.2,
 TSN) is "resize the short side to 256, multi-scale crop, resize the crop to 224, flip"; we compute
 the crop box in the coordinates of the resized frame and then cut the matching box out of the
-source frame and resize it once (:func:`resized_crop`), so only the kept pixels are interpolated.
+source frame, rounded to whole source pixels, and resize it once (:func:`resized_crop`), so only
+the kept pixels are interpolated: a random crop moved or scaled by under a source pixel is as
+good a random crop. Evaluation views are not random: :class:`EvalTransform` resizes the whole
+frame and then crops, so its pixels are those of the protocol it follows (the rounded box was
+4.69 grey levels of mean difference away on a 176x100 photo, tests/data/test_protocols.py).
+
+Evaluation follows one of three protocols (docs/protocols.md): gdn's own (PyTorch's
+antialiased bilinear resize, short side rounded), the TSM repository's (Pillow's bilinear
+resize, long side truncated, centre offsets rounded half to even, ``GroupFullResSample``'s three
+crops) and MMAction2's (cv2's bilinear resize, which :func:`resize` with ``antialias=False``
+matches within one grey level, and ``ThreeCrop``).
 
 Label-aware flipping: flipping "Pushing something from left to right" shows "... from right to
 left". :func:`flip_label_map` derives the pairs from the class names by swapping the words
@@ -30,17 +40,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "TSN_SCALES",
-    "Clip", "clip_size", "resize", "resize_short_side", "short_side_size", "crop", "resized_crop",
+    "Clip", "clip_size", "resize", "pil_resize", "resize_short_side", "short_side_size",
+    "tsm_short_side_size", "mmaction_short_side_size", "crop", "resized_crop",
     "hflip", "normalize",
     "model_input", "frames_last", "stack_frames_last",
-    "center_crop_box", "random_crop_box", "three_crop_boxes", "multiscale_crop_boxes",
+    "center_crop_box", "random_crop_box", "three_crop_boxes", "tsm_center_crop_box",
+    "tsm_three_crop_boxes", "mmaction_three_crop_boxes", "multiscale_crop_boxes",
     "multiscale_crop_box", "mirror_class_name", "flip_label_map",
     "TrainTransform", "EvalTransform",
 ]
@@ -58,21 +72,43 @@ Clip = torch.Tensor | Sequence[np.ndarray]
 # Pure functions on (C, T, H, W)
 
 
-def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of every frame to ``size = (height, width)``; keeps the dtype.
+def _stacked(clip: Clip) -> torch.Tensor:
+    """A clip as a ``(C, T, H, W)`` tensor: a tensor clip as it is, a list of frames stacked
+    (frames-last storage)."""
+    if isinstance(clip, torch.Tensor):
+        return clip
+    return torch.from_numpy(np.stack(clip)).permute(3, 0, 1, 2)  # (T, H, W, C) -> (C, T, H, W)
+
+
+def resize(clip: Clip, size: tuple[int, int], *, antialias: bool = True) -> torch.Tensor:
+    """Bilinear resize of every frame to ``size = (height, width)``; keeps the dtype.
 
     uint8 clips are interpolated as uint8 (PyTorch's vectorised uint8 path; fastest when the
     frames are channels-last in memory, as decoded ``(T, H, W, 3)`` arrays are), which matches
     float interpolation followed by rounding within one grey level, at ~8x the speed.
+    ``antialias=False`` is plain bilinear interpolation even when shrinking: cv2's
+    ``INTER_LINEAR`` (MMAction2's resize), which it matches within one grey level (23% of values
+    differ by one, SSv1 and SSv2 frame sizes, opencv 5.0).
     """
+    clip = _stacked(clip)
     c, t, h, w = clip.shape
     if (h, w) == tuple(size):
         return clip
     x = clip.permute(1, 0, 2, 3)  # (T, C, H, W): frames as the batch
     if x.dtype != torch.uint8 and not x.is_floating_point():
         x = x.float()
-    x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=antialias, align_corners=False)
     return x.permute(1, 0, 2, 3)  # back to (C, T, H', W')
+
+
+def pil_resize(clip: Clip, size: tuple[int, int]) -> torch.Tensor:
+    """Every frame of a uint8 clip resized to ``size = (height, width)`` by Pillow's bilinear
+    filter (antialiased when shrinking), as the TSM repository resizes (torchvision's ``Resize``
+    on PIL images): a uint8 ``(C, T, height, width)`` tensor, frames-last in memory."""
+    frames = clip.permute(1, 2, 3, 0).numpy() if isinstance(clip, torch.Tensor) else clip
+    h, w = size
+    out = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
+    return torch.from_numpy(out).permute(3, 0, 1, 2)  # (T, h, w, C) -> (C, T, h, w)
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -80,6 +116,22 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     if height <= width:
         return short_side, max(1, round(width * short_side / height))
     return max(1, round(height * short_side / width)), short_side
+
+
+def tsm_short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """The size torchvision's ``Resize(short_side)`` gives a PIL image, as in the TSM
+    repository's ``GroupScale``: the long side is truncated, ``int(short_side * long / short)``
+    (450 for SSv1's 176x100, where :func:`short_side_size` rounds to 451)."""
+    if width < height:
+        return int(short_side * height / width), short_side
+    return short_side, int(short_side * width / height)
+
+
+def mmaction_short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """The size MMAction2's ``Resize(scale=(-1, short_side))`` gives (mmcv's ``rescale_size``):
+    both sides times ``short_side / min(H, W)``, rounded half up."""
+    scale = short_side / min(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def resize_short_side(clip: torch.Tensor, short_side: int) -> torch.Tensor:
@@ -190,6 +242,37 @@ def three_crop_boxes(height: int, width: int, size: int) -> list[Box]:
         return [(top, left, size, size) for left in (0, (width - size) // 2, width - size)]
     left = (width - size) // 2
     return [(top, left, size, size) for top in (0, (height - size) // 2, height - size)]
+
+
+def tsm_center_crop_box(height: int, width: int, size: int) -> Box:
+    """The centred ``size`` box of torchvision's (old) ``CenterCrop``, as TSM's
+    ``GroupCenterCrop``: offsets ``int(round(margin / 2))``, Python's round half to even (116
+    on SSv2's 455-pixel width, where :func:`center_crop_box` takes 115)."""
+    _check_fits(height, width, size, size)
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0)), size, size
+
+
+def tsm_three_crop_boxes(height: int, width: int, size: int) -> list[Box]:
+    """TSM's ``GroupFullResSample`` without flips: left, right and centre ``size`` squares at
+    ``x = 0, 4s, 2s`` with ``s = (W - size) // 4``, all at ``y = 2 * ((H - size) // 4)``.
+    Always along the width: a portrait frame gets the same crop three times, as in TSM."""
+    _check_fits(height, width, size, size)
+    ws, hs = (width - size) // 4, (height - size) // 4
+    return [(2 * hs, left, size, size) for left in (0, 4 * ws, 2 * ws)]
+
+
+def mmaction_three_crop_boxes(height: int, width: int, size: int) -> list[Box]:
+    """MMAction2's ``ThreeCrop``: squares of the short side (``size`` must equal it) at
+    ``0, 2s, s`` along the long side, ``s = (L - size) // 2`` (so the second is one pixel short
+    of the end when ``L - size`` is odd)."""
+    if size != min(height, width):
+        raise ValueError(f"MMAction2's three crops are squares of the short side: {size} does not fit "
+                         f"a {height}x{width} frame; crop {min(height, width)}")
+    if size == height:
+        step = (width - size) // 2
+        return [(0, left, size, size) for left in (0, 2 * step, step)]
+    step = (height - size) // 2
+    return [(top, 0, size, size) for top in (0, 2 * step, step)]
 
 
 def multiscale_crop_boxes(height: int, width: int, size: int,
@@ -309,25 +392,44 @@ class TrainTransform(torch.nn.Module):
         return frames_last(out), label
 
 
-class EvalTransform(torch.nn.Module):
-    """Evaluation: short side -> ``short_side``, then one centre crop or three crops along the
-    long side (``crops=3``). Returns uint8 frames-last ``(crops, C, T, size, size)``;
-    normalisation is left to :func:`model_input`."""
+# protocol -> (resized frame size, resize, centre crop box, three crop boxes)
+_EVAL_GEOMETRY: dict[str, tuple[Callable, Callable, Callable, Callable]] = {
+    "gdn": (short_side_size, resize, center_crop_box, three_crop_boxes),
+    "tsm": (tsm_short_side_size, pil_resize, tsm_center_crop_box, tsm_three_crop_boxes),
+    "mmaction": (mmaction_short_side_size, partial(resize, antialias=False), center_crop_box,
+                 mmaction_three_crop_boxes),
+}
 
-    def __init__(self, size: int = 224, short_side: int | None = None, *, crops: int = 1) -> None:
+
+class EvalTransform(torch.nn.Module):
+    """Evaluation views: the whole frame resized to short side ``short_side``, then one centre
+    crop or three crops (``crops=3``) of side ``size``, or of ``short_side`` with ``full_res``
+    (TSM's ``--full_res``; MMAction2's ``ThreeCrop`` always crops the short side), each the
+    way ``protocol`` ("gdn", "tsm" or "mmaction") computes it (docs/protocols.md). Returns uint8
+    frames-last ``(crops, C, T, crop, crop)``; normalisation is left to :func:`model_input`.
+
+    ``short_side`` defaults to ``size * 256 / 224``: truncated under "tsm" (its ``scale_size``),
+    rounded otherwise."""
+
+    def __init__(self, size: int = 224, short_side: int | None = None, *, crops: int = 1,
+                 protocol: str = "gdn", full_res: bool = False) -> None:
         super().__init__()
         if crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, got {crops}")
-        self.size, self.crops = size, crops
-        self.short_side = short_side or round(size * 256 / 224)
+        if protocol not in _EVAL_GEOMETRY:
+            raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(_EVAL_GEOMETRY)}")
+        self.size, self.crops, self.protocol = size, crops, protocol
+        self.short_side = short_side or (size * 256 // 224 if protocol == "tsm" else round(size * 256 / 224))
+        full_res = full_res or (protocol == "mmaction" and crops == 3)
+        self.crop_size = self.short_side if full_res else size
 
     def forward(self, clip: Clip) -> torch.Tensor:
         """uint8 ``(C, T, H, W)`` (or its frames) -> uint8 frames-last
-        ``(crops, C, T, size, size)``."""
+        ``(crops, C, T, crop, crop)``."""
+        sized, resize_frames, centre_box, three_boxes = _EVAL_GEOMETRY[self.protocol]
         height, width = clip_size(clip)
-        rh, rw = short_side_size(height, width, self.short_side)
-        boxes = ([center_crop_box(rh, rw, self.size)] if self.crops == 1
-                 else three_crop_boxes(rh, rw, self.size))
-        views = [resized_crop(clip, _to_source(b, height / rh, width / rw, height, width),
-                              (self.size, self.size)) for b in boxes]
-        return stack_frames_last(views)  # (crops, C, T, size, size)
+        rh, rw = sized(height, width, self.short_side)
+        frames = resize_frames(clip, (rh, rw))
+        boxes = ([centre_box(rh, rw, self.crop_size)] if self.crops == 1
+                 else three_boxes(rh, rw, self.crop_size))
+        return stack_frames_last([crop(frames, b) for b in boxes])  # (crops, C, T, crop, crop)

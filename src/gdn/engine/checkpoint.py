@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gdn.config import Config
-from gdn.models.weights import CheckpointError, clean_state_dict, load_file
+from gdn.models.weights import PEER_KEYS, CheckpointError, clean_state_dict, detect_format, load_file
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,12 @@ def load_checkpoint(path: str | Path) -> dict:
     ckpt = load_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        peer = isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and detect_format(
+            clean_state_dict(ckpt["state_dict"])) in PEER_KEYS
         raise CheckpointError(
             f"{path}: not a gdn checkpoint (expected keys 'model' and 'config', found {keys}); "
-            "use a file written by `gdn train`"
+            + ("it is a TSM repository or MMAction2 checkpoint: convert it with `gdn convert SRC OUT.pt`" if peer
+               else "use a file written by `gdn train` or `gdn convert`")
         )
     return ckpt
 

@@ -154,7 +154,8 @@ def _evaluate_run(cfg: Config, run_dir: Path, out: Path):
     model, cfg, classes = build_model_from_checkpoint(load_checkpoint(run_dir / "last.pt"))
     d = cfg.data
     ds = build_dataset(d.dataset, d.root, d.val_split, frames=d.frames, train=False, size=d.size,
-                       short_side=d.short_side, sampling=d.sampling, label_order=d.label_order)
+                       short_side=d.short_side, sampling=d.sampling, protocol=d.protocol,
+                       label_order=d.label_order)
     device = torch.device(resolve_device(cfg.device))
     loader = build_loader(ds, cfg.train.batch_size, train=False, workers=d.workers)
     res = evaluate(model.to(device), loader, device, num_classes=len(classes), desc=f"val {cfg.model.name}")

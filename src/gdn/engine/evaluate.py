@@ -5,8 +5,10 @@ Every video counts exactly once, also under torchrun: each rank scores its shard
 de-duplicated, so the padding a `DistributedSampler` may add never enters a metric.
 
 Multi-view clips `(B, V, C, T, H, W)` (several clips x crops per video) are scored view by view
-and the softmax scores averaged over the views (the peers' multi-view protocol). Videos without
-a label (`label == -1`, e.g. a test split) get scores but do not enter the metrics.
+and averaged over the views as the evaluation protocol does it (`view_average`): the mean of the
+views' softmax (gdn; MMAction2's TSM and I3D heads) or the softmax of their mean logits (the TSM
+repository's test script; MMAction2's TSN head). Videos without a label (`label == -1`, e.g. a
+test split) get scores but do not enter the metrics.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from gdn.ranks import get_rank, is_distributed
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics", "evaluate", "fuse", "pair_metrics", "resolve_amp",
-           "json_safe", "load_scores", "save_confusion_png", "save_per_class", "save_scores"]
+           "json_safe", "load_scores", "save_confusion_png", "save_per_class", "save_scores", "score_clips",
+           "view_average"]
+
+AVERAGES = ("prob", "logits")
 
 
 @dataclass
@@ -41,7 +46,8 @@ class EvalResult:
     """What `evaluate` returns. Accuracies are percentages; `nan` when no video has a label.
 
     indices, labels and scores are aligned and sorted by dataset index: `scores[i]` is the
-    softmax (averaged over views) of dataset item `indices[i]`, whose label is `labels[i]`.
+    softmax of dataset item `indices[i]` (averaged over its views: `view_average`), whose label
+    is `labels[i]`.
     """
 
     top1: float
@@ -164,10 +170,30 @@ def autocast_context(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def score_clips(model: nn.Module, clip: torch.Tensor, device: torch.device, amp: str = "none") -> torch.Tensor:
+def view_average(protocol: str, model_name: str) -> str:
+    """How ``protocol`` averages the views of a video, for a model of ``model_name``:
+
+    - "prob": the mean of the views' softmax: gdn's own; MMAction2's TSM and I3D heads
+      (``average_clips='prob'``);
+    - "logits": the softmax of the views' mean logits: the TSM repository's ``test_models.py``
+      (it averages logits; with ``--softmax`` it takes the softmax of that average, so its
+      ranking and these scores are the same either way); MMAction2's TSN head (registry names
+      ``tsn_*``), which averages the features of every frame of every view before its linear
+      fc, that is, the mean of the logits.
+    """
+    if protocol == "tsm" or (protocol == "mmaction" and model_name.startswith("tsn")):
+        return "logits"
+    return "prob"
+
+
+def score_clips(model: nn.Module, clip: torch.Tensor, device: torch.device, amp: str = "none",
+                average: str = "prob") -> torch.Tensor:
     """Softmax scores (B, K) of clips (B, C, T, H, W), or of multi-view clips (B, V, C, T, H, W)
-    with the softmax averaged over the V views: uint8 pixels as the datasets give them
-    (normalised on ``device``) or normalised float clips. The model must be in eval mode."""
+    averaged over the V views as ``average`` says ("prob": the mean of their softmax; "logits":
+    the softmax of their mean logits; see `view_average`): uint8 pixels as the datasets give
+    them (normalised on ``device``) or normalised float clips. The model must be in eval mode."""
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {', '.join(AVERAGES)}; got {average!r}")
     clip = model_input(clip, device)
     views = 1
     if clip.dim() == 6:  # (B, V, C, T, H, W) -> (B*V, C, T, H, W): every view is a clip
@@ -175,8 +201,10 @@ def score_clips(model: nn.Module, clip: torch.Tensor, device: torch.device, amp:
         clip = clip.flatten(0, 1)
     with autocast_context(device, amp):
         logits = model(clip)
-    probs = F.softmax(logits.float(), dim=1)
-    return probs.view(-1, views, probs.shape[-1]).mean(dim=1)  # (B, K): average over views
+    logits = logits.float().view(-1, views, logits.shape[-1])  # (B, V, K)
+    if average == "logits":
+        return F.softmax(logits.mean(dim=1), dim=1)
+    return F.softmax(logits, dim=2).mean(dim=1)
 
 
 def _gather(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -197,6 +225,7 @@ def evaluate(
     device: torch.device | str,
     *,
     amp: str = "none",
+    average: str = "prob",
     distributed: bool = False,
     num_classes: int | None = None,
     desc: str = "eval",
@@ -210,6 +239,8 @@ def evaluate(
             and "index" (B,) (the dataset index of each video).
         device: where the model runs.
         amp: "none" | "bf16" | "fp16" | "auto" (bf16 on CUDA).
+        average: how the views of a multi-view clip are averaged: "prob" or "logits"
+            (`view_average` gives the one of an evaluation protocol).
         distributed: gather the shards of all ranks (torch.distributed must be initialised);
             every rank returns the same full result.
         num_classes: K, checked against the model's output; inferred from it when None.
@@ -223,7 +254,7 @@ def evaluate(
     all_scores, all_labels, all_indices = [], [], []
     show = rank == 0 and sys.stderr.isatty()
     for batch in tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True):
-        probs = score_clips(model, batch["clip"], device, amp)
+        probs = score_clips(model, batch["clip"], device, amp, average)
         all_scores.append(probs.cpu().numpy())
         all_labels.append(torch.as_tensor(batch["label"]).view(-1).cpu().numpy())
         all_indices.append(torch.as_tensor(batch["index"]).view(-1).cpu().numpy())

@@ -2,8 +2,9 @@
 
 The clips go through exactly the evaluation path of `gdn test`: the inputs are wrapped as a
 one-off annotation list (label -1) and read by `gdn.data.datasets.VideoDataset` with the
-checkpoint's frames, size, short side and sampling, so decoding, segment sampling and the eval
-transforms are the dataset's own. `--clips N` averages the softmax over N temporal views.
+checkpoint's frames, size, short side, sampling and protocol, so decoding, segment sampling and
+the eval transforms are the dataset's own. `--clips N` averages N temporal views as the
+checkpoint's protocol does (`gdn.engine.evaluate.view_average`).
 
 `write_overlay` re-encodes a whole input (every frame) with the top predictions drawn on it.
 """
@@ -23,9 +24,11 @@ from PIL import Image, ImageDraw, ImageFont
 from gdn.data.annotations import Annotations, Entry
 from gdn.data.datasets import VideoDataset
 from gdn.data.decode import DecodeError, count_frames, read_frames
+from gdn.data.sampling import check_clips
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
-from gdn.engine.evaluate import score_clips
+from gdn.engine.evaluate import score_clips, view_average
+from gdn.errors import UsageError
 from gdn.models.fast import compile_for_inference
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,12 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", clips: int = 1,
                  compile: bool = False, amp: str = "auto") -> None:
         model, self.cfg, self.classes = build_model_from_checkpoint(load_checkpoint(checkpoint))
+        d = self.cfg.data
+        try:
+            check_clips(d.sampling, d.protocol, clips)
+        except ValueError as e:
+            raise UsageError(f"{checkpoint}: {e}") from None
+        self.average = view_average(d.protocol, self.cfg.model.name)
         self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device).eval()
         if compile:
@@ -92,7 +101,7 @@ class Predictor:
                           classes=list(self.classes), entries=entries)
         d = self.cfg.data
         return VideoDataset(ann, frames=d.frames, train=False, size=d.size, short_side=d.short_side,
-                            clips=self.clips, crops=1, sampling=d.sampling)
+                            clips=self.clips, crops=1, sampling=d.sampling, protocol=d.protocol)
 
     @torch.no_grad()
     def predict_item(self, ds: VideoDataset, index: int, topk: int = 5) -> Prediction:
@@ -104,7 +113,7 @@ class Predictor:
             raise DecodeError(str(e.__cause__ or e)) from None
         except OSError as e:
             raise DecodeError(f"{path}: cannot be read ({e})") from None
-        probs = score_clips(self.model, item["clip"].unsqueeze(0), self.device, self.amp)[0].cpu()
+        probs = score_clips(self.model, item["clip"].unsqueeze(0), self.device, self.amp, self.average)[0].cpu()
         values, classes = probs.topk(min(topk, len(self.classes)))
         top = [(int(c), self.classes[int(c)], float(v)) for v, c in zip(values, classes)]
         return Prediction(path=str(path), topk=top, scores=probs.numpy())

@@ -138,8 +138,8 @@ def build_datasets(cfg: Config) -> tuple[VideoDataset, VideoDataset]:
     # Frame counts of webm files (which store none) are read from / kept in this folder.
     cache_dir = d.cache_dir or cfg.out
     common = dict(frames=d.frames, size=d.size, short_side=d.short_side, sampling=d.sampling,
-                  label_order=d.label_order, classes_file=d.classes_file, seed=cfg.train.seed,
-                  cache_dir=cache_dir)
+                  protocol=d.protocol, label_order=d.label_order, classes_file=d.classes_file,
+                  seed=cfg.train.seed, cache_dir=cache_dir)
     train_ds = build_dataset(d.dataset, d.root, d.train_split, train=True, flip=d.flip,
                              list_file=d.train_list, max_bad_fraction=d.max_bad_fraction, **common)
     val_ds = build_dataset(d.dataset, d.root, d.val_split, train=False, list_file=d.val_list, **common)
@@ -221,8 +221,8 @@ class StopRequest:
     checkpoint is being written, or the run is on its way out), when further signals are
     ignored; checkpoints are written atomically, so an abort anywhere leaves the previous one
     intact. Data-loader workers ignore SIGINT (`gdn.data.loader.init_worker`): only this process
-    decides how to stop. `gdn train` installs the handler around the whole command, so that a
-    Ctrl-C during the exit after a stop is ignored too.
+    decides how to stop. `gdn train` keeps the handler installed until the loaders' workers have
+    shut down, so that a Ctrl-C during the exit cannot turn the stop into a traceback.
     """
 
     def __init__(self) -> None:

@@ -18,8 +18,9 @@ its type:
 - `fold_bn(scale, shift)`: absorb the per-output-channel affine map `y = scale * x + shift`
   of the BatchNorm that follows it, and fold any BatchNorm inside it (`gdn.models.fold`).
 
-A maker may also carry `residual_shift`, a callable building a module `m(x, num_frames)` that
-the block applies to its residual branch before conv1 (TSM's shift, see `TSM`).
+A maker may also carry `residual_shift(index) -> nn.Module | None`, building the module
+`m(x, num_frames)` that block `index` (0-based, in its stage) applies to its residual branch
+before conv1, or None for a block without one (TSM's shift, see `TSM`).
 Makers are named in `CONV_MAKERS` so that configs and entrypoints can say `"gdm"`.
 """
 
@@ -318,23 +319,30 @@ class TemporalShift(nn.Module):
 
 class TSM:
     """The conv maker of TSM (Lin et al. 2019): per-frame 3x3 convs (`FrameConv2d`), and a
-    `TemporalShift` on the residual branch of every block, before conv1 (TSM's "blockres").
+    `TemporalShift` on the residual branch before conv1 (TSM's "blockres") of every `every`-th
+    block of each stage, counting from the first.
 
     The shift is not part of the 3x3 conv, so the maker carries it as a hook the block asks
-    for: `residual_shift()` builds the shift module (makers without the attribute get none).
+    for: `residual_shift(index)` builds the shift module of block `index`, or None (makers
+    without the attribute get none). `every=2` is how the TSM repository and MMAction2 build
+    ResNet-101 (`n_round = 2` in `make_temporal_shift` when layer3 has 23 or more blocks):
+    blocks 0, 2, 4, ... of every stage.
     """
 
-    def __init__(self, fold_div: int = 8):
+    def __init__(self, fold_div: int = 8, every: int = 1):
+        if every < 1:
+            raise ValueError(f"TSM(every={every}): shift every 1st, 2nd, ... block; every must be >= 1")
         self.fold_div = fold_div
+        self.every = every
 
     def __call__(self, in_planes: int, out_planes: int, stride: int = 1) -> FrameConv2d:
         return FrameConv2d(in_planes, out_planes, stride)
 
-    def residual_shift(self) -> TemporalShift:
-        return TemporalShift(self.fold_div)
+    def residual_shift(self, index: int) -> TemporalShift | None:
+        return TemporalShift(self.fold_div) if index % self.every == 0 else None
 
     def __repr__(self) -> str:
-        return f"TSM(fold_div={self.fold_div})"
+        return f"TSM(fold_div={self.fold_div}, every={self.every})"
 
 
 Maker = Callable[[int, int, int], nn.Module]

@@ -15,7 +15,7 @@ from torch import nn
 
 from gdn.models.eco import ECO
 from gdn.models.i3d import NONLOCAL_BLOCKS, I3DResNet
-from gdn.models.layers import GDM, Conv2Plus1d, Maker
+from gdn.models.layers import GDM, TSM, Conv2Plus1d, Maker
 from gdn.models.resnet import VideoResNet
 from gdn.models.weights import imagenet_url, load_weights
 
@@ -50,11 +50,13 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
     Args:
         name: one of `list_models()`.
         num_classes: classifier size (174 for Something-Something).
-        pretrained: weights to start from: a state dict or checkpoint file, an http(s) URL,
-            or "imagenet" for torchvision's ResNet weights of the same depth (online). The
-            format is detected from the keys (`gdn.models.weights.detect_format`): 2D ResNet
-            weights are sliced and inflated into the temporal convs (section 3.2); BN-Inception
-            / ECO weights of the TSN and ECO repositories fill ECO.
+        pretrained: weights to start from: a state dict or checkpoint file (gdn's, or a TSN/TSM
+            checkpoint of the TSM repository or MMAction2), an http(s) URL, or "imagenet" for
+            torchvision's ResNet weights of the same depth (online). The format is detected
+            from the keys (`gdn.models.weights.detect_format`): 2D ResNet weights are sliced and
+            inflated into the temporal convs (section 3.2); BN-Inception / ECO weights of the
+            TSN and ECO repositories fill ECO; the classifier of ImageNet or peer weights for
+            another class count is re-initialised.
         overrides: keyword arguments of the entrypoint and of the class it builds
             (`VideoResNet`, `I3DResNet`, `ECO`: dropout, zero_init_residual, r_st, r_s, widths,
             nonlocal_blocks, temporal_strides, ...). For the ResNet families `conv_makers` (one
@@ -136,13 +138,25 @@ def tsn_r50(**kw) -> VideoResNet:
 
 
 @register_model
-def tsm_r18(**kw) -> VideoResNet:
-    return _resnet(18, "shift", **kw)
+def tsn_r101(**kw) -> VideoResNet:
+    return _resnet(101, "2d", **kw)
+
+
+# TSM: `fold_div` is the peers' `shift_div` (1/fold_div of the channels moves each way).
+@register_model
+def tsm_r18(fold_div: int = 8, **kw) -> VideoResNet:
+    return _resnet(18, TSM(fold_div), **kw)
 
 
 @register_model
-def tsm_r50(**kw) -> VideoResNet:
-    return _resnet(50, "shift", **kw)
+def tsm_r50(fold_div: int = 8, **kw) -> VideoResNet:
+    return _resnet(50, TSM(fold_div), **kw)
+
+
+@register_model
+def tsm_r101(fold_div: int = 8, **kw) -> VideoResNet:
+    """As the TSM repository and MMAction2 build it: a shift in every second block of each stage."""
+    return _resnet(101, TSM(fold_div, every=2), **kw)
 
 
 @register_model

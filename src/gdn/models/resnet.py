@@ -19,10 +19,11 @@ from torch import nn
 from gdn.models.layers import FrameConv2d, Maker, NonLocal, conv_maker
 
 
-def _residual_shift(maker: Maker) -> nn.Module | None:
-    """The module the maker asks to run on the residual branch before conv1 (TSM), if any."""
+def _residual_shift(maker: Maker, index: int) -> nn.Module | None:
+    """The module the maker asks block `index` of a stage to run on its residual branch before
+    conv1 (TSM), if any."""
     build = getattr(maker, "residual_shift", None)
-    return build() if build is not None else None
+    return build(index) if build is not None else None
 
 
 POINTWISE: Maker = partial(FrameConv2d, kernel=1)
@@ -30,15 +31,16 @@ POINTWISE: Maker = partial(FrameConv2d, kernel=1)
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34); both come from the conv maker. `nonlocal_block`, if given,
-    runs on the block's output (`NonLocal`, as in the non-local paper)."""
+    """Two 3x3 convs (ResNet-18/34); both come from the conv maker. `index`, the block's
+    position in its stage, tells the maker's `residual_shift` which blocks shift;
+    `nonlocal_block`, if given, runs on the block's output (`NonLocal`, the non-local paper's)."""
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker,
-                 nonlocal_block: nn.Module | None = None):
+                 index: int = 0, nonlocal_block: nn.Module | None = None):
         super().__init__()
-        self.shift = _residual_shift(maker)
+        self.shift = _residual_shift(maker, index)
         self.conv1 = maker(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -70,9 +72,9 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, maker: Maker,
-                 nonlocal_block: nn.Module | None = None, conv1_maker: Maker = POINTWISE):
+                 index: int = 0, nonlocal_block: nn.Module | None = None, conv1_maker: Maker = POINTWISE):
         super().__init__()
-        self.shift = _residual_shift(maker)
+        self.shift = _residual_shift(maker, index)
         self.conv1 = conv1_maker(inplanes, planes, 1)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = maker(planes, planes, stride)
@@ -128,7 +130,7 @@ def make_stage(block: str, inplanes: int, planes: int, n_blocks: int, stride: in
         if j == 0 and (stride != 1 or inplanes != out):
             downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
         extra = {} if conv1_makers is None else {"conv1_maker": conv1_makers[j]}
-        stage.append(block_cls(inplanes if j == 0 else out, planes, stride if j == 0 else 1, downsample, maker,
+        stage.append(block_cls(inplanes if j == 0 else out, planes, stride if j == 0 else 1, downsample, maker, j,
                                nonlocal_block=nonlocal_maker(out) if j in nonlocal_at else None, **extra))
     return stage
 

@@ -14,9 +14,14 @@ and `gdn train --init-from` (a gdn checkpoint, for fine-tuning). It
 
 Formats: "gdn" (a gdn model's own state dict: identity), "torchvision" (a 2D ResNet under
 torchvision's names; each temporal conv takes its 2D kernel through its `init_from_2d`, paper
-section 3.2) and "bninception" (the TSN / ECO repositories' BN-Inception and ECO, for `ECO`). Adding one (the TSM repository's, MMAction2's) is one filter function and one
-`FORMATS` entry whose `detect` recognises its keys. A filter raises `WeightsMismatchError`
-for what it cannot map; keys it leaves unmapped are reported as unexpected.
+section 3.2), the peers' video checkpoints, "tsm" (the TSM repository's) and "mmaction"
+(MMAction2's TSN and TSM recognizers): renamed to torchvision's names, then mapped like
+"torchvision", so a TSN or TSM checkpoint loads exactly into `tsn_r*` / `tsm_r*` and
+initialises GDN by the same 2D rule as ImageNet weights, and "bninception" (the TSN / ECO
+repositories' BN-Inception and ECO, for `ECO`). Adding a format is one filter function and one
+`FORMATS` entry whose `detect` recognises its keys. A filter raises `WeightsMismatchError` for
+what it cannot map; keys it leaves unmapped are reported as unexpected (an error for the strict
+formats: gdn and the peers').
 
     report = load_weights(model, "runs/ssv2/best.pt", reset_head=True)
 """
@@ -123,15 +128,16 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def read_state_dict(source: str | Path | Mapping) -> tuple[str, dict[str, torch.Tensor]]:
-    """`(name for messages, state dict)` of a file, an http(s) URL or an in-memory dict.
+def read_state_dict(source: str | Path | Mapping, name: str | None = None) -> tuple[str, dict[str, torch.Tensor]]:
+    """`(name for messages, state dict)` of a file, an http(s) URL or an in-memory dict (named
+    `name` in messages, e.g. the file it was read from).
 
     Unwraps a "state_dict" (TSM, MMAction2, Lightning) and then a "model" (gdn checkpoints)
     container, and strips the DDP / compile prefixes. Raises `CheckpointError` for a file that
     cannot be read or downloaded, `WeightsMismatchError` for one that holds no tensors.
     """
     if isinstance(source, Mapping):
-        name, obj = "<state dict>", source
+        name, obj = name or "<state dict>", source
     else:
         name = str(source)
         if name.startswith(("http://", "https://")):
@@ -282,6 +288,121 @@ def _is_video_resnet(keys: Mapping[str, torch.Tensor]) -> bool:
     return "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys)
 
 
+# ---------------------------------------------------------------------------- the peers' formats
+# (their key names and the shift's placement, checked against their code: docs/peers.md)
+def shifted_blocks(model: nn.Module) -> set[str]:
+    """The blocks of `model` whose residual branch carries a temporal shift (`{"layer1.0", ...}`)."""
+    return {name for name, m in model.named_modules() if getattr(m, "shift", None) is not None}
+
+
+def _peer_filter(renamed: dict[str, torch.Tensor], shifted: set[str],
+                 model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The common tail of the peers' filters, on a state dict already under torchvision's names.
+
+    `shifted` are the blocks whose keys carry the shift wrapper (`.net`). When the model has
+    shifts too they must be in the same blocks (ResNet-101: every second one); a model without
+    shifts (TSN, GDN) takes the 2D weights alone (the shift has no parameters), and a source
+    without wrappers (TSN) fits a TSM model when the user asks for one. Then `torchvision_filter`
+    gives each temporal conv its 2D kernel (a copy for TSN/TSM, section 3.2 for GDN).
+    """
+    expected = shifted_blocks(model)
+    if shifted and expected and shifted != expected:
+        only_source, only_model = sorted(shifted - expected), sorted(expected - shifted)
+        raise WeightsMismatchError(
+            f"the source shifts the residual branch of {len(shifted)} blocks, this model of {len(expected)} "
+            "(TSM ResNet-101 shifts every second block of each stage: use tsm_r101)"
+            + _listing("shifted in the source only", only_source) + _listing("shifted in the model only", only_model))
+    return torchvision_filter(renamed, model)
+
+
+_TSM_SHIFT = re.compile(r"(layer\d+\.\d+)\.conv1\.net\.")
+
+
+def tsm_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The TSM repository's keys -> torchvision's, and the blocks whose keys carry a shift.
+
+    Its `main.py` saves the DataParallel `TSN` model (`{"epoch", "arch", "best_prec1",
+    "state_dict"}`, "module." stripped here): `base_model.X` -> `X`; `layerX.Y.conv1.net.*` ->
+    `layerX.Y.conv1.*` (`.net` is the `TemporalShift` wrapper of a shifted block, shift place
+    "blockres"); `new_fc.*` (dropout > 0) or `base_model.fc.*` (dropout 0) -> `fc.*`;
+    `downsample.0/1` stay.
+    """
+    renamed, shifted = {}, set()
+    for k, v in state_dict.items():
+        if k.startswith("new_fc."):
+            k = "fc." + k.removeprefix("new_fc.")
+        else:
+            k = k.removeprefix("base_model.")
+            if m := _TSM_SHIFT.match(k):
+                shifted.add(m.group(1))
+                k = k.replace(".conv1.net.", ".conv1.", 1)
+        renamed[k] = v
+    return renamed, shifted
+
+
+_MMACTION_KEY = re.compile(
+    r"backbone\.(?:(?P<stem>conv1)|(?P<block>layer\d+\.\d+)\.(?P<part>conv\d|downsample))"
+    r"\.(?P<kind>conv|conv\.net|bn)\.(?P<param>\w+)")
+# MMAction2's data preprocessor normalises with ImageNet's mean and std x 255, as gdn does.
+_MMACTION_NORM = {"data_preprocessor.mean": (123.675, 116.28, 103.53),
+                  "data_preprocessor.std": (58.395, 57.12, 57.375)}
+
+
+def mmaction_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """MMAction2's TSN and TSM recognizer keys (1.x and 0.x: `{"meta", "state_dict"}`) ->
+    torchvision's, and the blocks whose keys carry a shift.
+
+    Its ResNet wraps each conv with its BatchNorm (`ConvModule`): `backbone.conv1.conv.*` ->
+    `conv1.*`, `backbone.conv1.bn.*` -> `bn1.*`, `backbone.layerX.Y.convN.conv.*` ->
+    `layerX.Y.convN.*` (TSM: `conv1.conv.net.*`, `.net` being the shift wrapper), `...convN.bn.*`
+    -> `...bnN.*`, `downsample.conv/bn` -> `downsample.0/1`, `cls_head.fc_cls.*` -> `fc.*`. The
+    data preprocessor's mean and std (kept by unpublished checkpoints) are dropped when they are
+    ImageNet's, an error otherwise. Keys of other networks (I3D's 3D stem, non-local blocks,
+    other heads) keep their names, so that loading them fails.
+    """
+    renamed, shifted = {}, set()
+    for k, v in state_dict.items():
+        if k in _MMACTION_NORM:
+            if v.numel() != 3 or not torch.allclose(v.flatten().float(), torch.tensor(_MMACTION_NORM[k]), atol=1e-3):
+                raise WeightsMismatchError(f"{k} is {v.flatten().tolist()}, not ImageNet's {list(_MMACTION_NORM[k])}: "
+                                           "gdn's models take ImageNet-normalised input")
+            continue
+        if k.startswith("cls_head.fc_cls."):
+            renamed["fc." + k.removeprefix("cls_head.fc_cls.")] = v
+            continue
+        m = _MMACTION_KEY.fullmatch(k)
+        if m is None or (m["kind"] == "conv.net" and m["part"] != "conv1"):
+            renamed[k] = v
+            continue
+        bn = m["kind"] == "bn"
+        if m["stem"]:
+            name = "bn1" if bn else "conv1"
+        elif m["part"] == "downsample":
+            name = f"{m['block']}.downsample.{1 if bn else 0}"
+        else:
+            name = f"{m['block']}.{'bn' if bn else 'conv'}{m['part'][-1]}"
+        if m["kind"] == "conv.net":
+            shifted.add(m["block"])
+        renamed[f"{name}.{m['param']}"] = v
+    return renamed, shifted
+
+
+PEER_KEYS: dict[str, Callable[[Mapping[str, torch.Tensor]], tuple[dict[str, torch.Tensor], set[str]]]] = {
+    "tsm": tsm_keys, "mmaction": mmaction_keys}
+"""The peers' formats: their keys -> (torchvision's keys, blocks with a shift wrapper)."""
+
+
+def tsm_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The TSM repository's checkpoints: `tsm_keys`, then `_peer_filter`."""
+    return _peer_filter(*tsm_keys(state_dict), model)
+
+
+def mmaction_filter(state_dict: dict[str, torch.Tensor],
+                    model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """MMAction2's TSN and TSM recognizers: `mmaction_keys`, then `_peer_filter`."""
+    return _peer_filter(*mmaction_keys(state_dict), model)
+
+
 @dataclass(frozen=True)
 class WeightsFormat:
     """A source format: how to recognise its state dicts and how to map them onto a model.
@@ -290,8 +411,8 @@ class WeightsFormat:
     it (see the module docstring); `expects` describes its keys and `hint` the likely cause of
     a mismatch, for error messages. With `strict`, keys the model lacks or the source lacks
     (outside the classifier) are errors, otherwise they are reported and logged. With
-    `head_may_differ`, a classifier of another shape is re-initialised without being asked
-    (ImageNet's 1000 classes).
+    `head_may_differ`, a classifier of another shape (ImageNet's 1000 classes), or none in a
+    strict format, is re-initialised without being asked.
     """
 
     detect: Callable[[Mapping[str, torch.Tensor]], bool]
@@ -317,6 +438,20 @@ FORMATS: dict[str, WeightsFormat] = {
     "gdn": WeightsFormat(
         _is_video_resnet, gdn_filter,
         expects="the state dict of a gdn model (conv1.weight, layer1.0.conv2.st.weight, fc.weight)",
+    ),
+    # The peers' video checkpoints: exact fits (a classifier of another size is re-initialised,
+    # as for ImageNet weights, when they initialise a model for another dataset).
+    "tsm": WeightsFormat(
+        lambda sd: "base_model.conv1.weight" in sd, tsm_filter, head_may_differ=True,
+        expects="the TSM repository's keys (base_model.conv1.weight, base_model.layer1.0.conv1.net.weight, "
+                "new_fc.weight)",
+        hint="a TSM repository checkpoint of another depth, or with non-local blocks or shift place 'block'?",
+    ),
+    "mmaction": WeightsFormat(
+        lambda sd: "backbone.conv1.conv.weight" in sd, mmaction_filter, head_may_differ=True,
+        expects="MMAction2 TSN/TSM recognizer keys (backbone.conv1.conv.weight, backbone.layer1.0.conv1.bn.weight, "
+                "cls_head.fc_cls.weight)",
+        hint="an MMAction2 recognizer of another backbone (I3D, non-local, ...) or depth?",
     ),
 }
 """Source formats by name; `detect_format` tries them in this order."""
@@ -361,7 +496,7 @@ def imagenet_url(depth: int | None) -> str:
 
 
 def load_weights(model: nn.Module, source: str | Path | Mapping, *, format: str | None = "gdn",
-                 reset_head: bool = False, head: str = "fc") -> WeightsReport:
+                 reset_head: bool = False, head: str = "fc", name: str | None = None) -> WeightsReport:
     """Copy the weights of `source` into `model`, through the filter of its format.
 
     Args:
@@ -373,6 +508,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping, *, format: str 
         reset_head: re-initialise the classifier (`head`'s parameters) instead of loading it;
             needed when the source was trained for another class count.
         head: the name of the classifier module.
+        name: how messages name an in-memory `source` (the file it was read from).
 
     Returns:
         A WeightsReport (loaded, random by design, re-initialised head, and the missing and
@@ -386,7 +522,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping, *, format: str 
             head differs and neither `reset_head` nor the format allows a reset.
         CheckpointError: the file is missing, corrupt or unsafe, or cannot be downloaded.
     """
-    name, source_state = read_state_dict(source)
+    name, source_state = read_state_dict(source, name)
     detected = detect_format(source_state)
     fmt_name = format or detected or "gdn"
     if fmt_name not in FORMATS:
@@ -413,7 +549,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping, *, format: str 
         problems += [k for k in report.missing + report.unexpected if not is_head(k)]
     head_mismatched = any(is_head(k) for k in report.mismatched)
     head_differs = head_mismatched or (fmt.strict and any(is_head(k) for k in report.missing + report.unexpected))
-    reset = reset_head or (fmt.head_may_differ and head_mismatched)
+    reset = reset_head or (fmt.head_may_differ and head_differs)
     if len(matched) < MIN_MATCHED * len(body):  # another format or another network
         looks = f"; it looks like format '{detected}': pass format='{detected}'" if detected not in (None, fmt_name) else ""
         what = (f"matches almost nothing in this model: {len(matched)} of {len(body)} tensors found a source of "
