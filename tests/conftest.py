@@ -34,12 +34,26 @@ def _peer_checkpoint(model: nn.Module, format: str, **entries) -> dict:
     shift wrapper's `.net` on each shifted block's conv1, `new_fc`); `format="mmaction"`,
     MMAction2's `{"meta", "state_dict"}` (`backbone.` with ConvModule's `convN.conv` / `convN.bn`,
     `.net` inside conv1's `conv` when shifted, `downsample.conv/bn`, `cls_head.fc_cls`).
-    `entries` replace or add top-level entries (`arch=...`, `meta={...}`)."""
+    `entries` replace or add top-level entries (`arch=...`, `meta={...}`). An I3D (`i3d_*`) is
+    saved as MMAction2's `ResNet3d`: every conv a Conv3d (gdn's per-frame kernels with a time
+    axis of 1), mmcv's `NonLocal3d` blocks (`non_local_block.theta.conv`, `phi.0.conv` and
+    `g.0.conv` when sub-sampled, `conv_out.conv` / `conv_out.bn`)."""
     shifted = {name for name, m in model.named_modules() if getattr(m, "shift", None) is not None}
+    video = model.conv1.weight.dim() == 5  # I3D: MMAction2 keeps every kernel 5D
+    pooled = {name for name, m in model.named_modules() if getattr(m, "pool", False) is True}  # non-local
     state = {}
     for key, value in model.state_dict().items():
         parts = key.split(".")
         block = ".".join(parts[:2])
+        if video and value.dim() == 4:
+            value = value.unsqueeze(2)
+        if "nonlocal_block" in parts:
+            sub = {"bn_out": "conv_out.bn", "conv_out": "conv_out.conv"}.get(parts[3])
+            if sub is None:
+                sub = f"{parts[3]}.0.conv" if parts[3] in ("phi", "g") and f"{block}.nonlocal_block" in pooled \
+                    else f"{parts[3]}.conv"
+            state[f"backbone.{block}.non_local_block.{sub}.{parts[4]}"] = value.clone()
+            continue
         if format == "tsm":
             if parts[0] == "fc":
                 new = "new_fc." + parts[1]

@@ -203,7 +203,7 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor],
             "ResNet depth and widths" + _listing("mis-shaped", unfit))
     for name, module in model.named_modules():
         if getattr(module, "starts_as_identity", False):  # blocks the 2D network lacks (non-local)
-            random_by_design += [f"{name}.{k}" for k in module.state_dict()]
+            random_by_design += [f"{name}.{k}" for k in module.state_dict() if f"{name}.{k}" not in out]
     return out, random_by_design
 
 
@@ -343,6 +343,11 @@ def tsm_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
 _MMACTION_KEY = re.compile(
     r"backbone\.(?:(?P<stem>conv1)|(?P<block>layer\d+\.\d+)\.(?P<part>conv\d|downsample))"
     r"\.(?P<kind>conv|conv\.net|bn)\.(?P<param>\w+)")
+# mmcv's NonLocal3d in an I3D block: theta / phi / g (phi and g wrapped with their max-pool when
+# sub-sampled), conv_out with its BatchNorm.
+_MMACTION_NONLOCAL = re.compile(
+    r"backbone\.(?P<block>layer\d+\.\d+)\.non_local_block\."
+    r"(?:(?P<conv>theta|phi|g)(?:\.0)?\.conv|conv_out\.(?P<out>conv|bn))\.(?P<param>\w+)")
 # MMAction2's data preprocessor normalises with ImageNet's mean and std x 255, as gdn does.
 _MMACTION_NORM = {"data_preprocessor.mean": (123.675, 116.28, 103.53),
                   "data_preprocessor.std": (58.395, 57.12, 57.375)}
@@ -355,10 +360,12 @@ def mmaction_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
     Its ResNet wraps each conv with its BatchNorm (`ConvModule`): `backbone.conv1.conv.*` ->
     `conv1.*`, `backbone.conv1.bn.*` -> `bn1.*`, `backbone.layerX.Y.convN.conv.*` ->
     `layerX.Y.convN.*` (TSM: `conv1.conv.net.*`, `.net` being the shift wrapper), `...convN.bn.*`
-    -> `...bnN.*`, `downsample.conv/bn` -> `downsample.0/1`, `cls_head.fc_cls.*` -> `fc.*`. The
-    data preprocessor's mean and std (kept by unpublished checkpoints) are dropped when they are
-    ImageNet's, an error otherwise. Keys of other networks (I3D's 3D stem, non-local blocks,
-    other heads) keep their names, so that loading them fails.
+    -> `...bnN.*`, `downsample.conv/bn` -> `downsample.0/1`, `cls_head.fc_cls.*` -> `fc.*`; the
+    non-local blocks of its I3D (`...non_local_block.theta.conv.*`, `phi.0.conv.*`, `g.0.conv.*`,
+    `conv_out.conv/bn.*`) -> `...nonlocal_block.theta.*`, ..., `conv_out.*`, `bn_out.*`. The data
+    preprocessor's mean and std (kept by unpublished checkpoints) are dropped when they are
+    ImageNet's, an error otherwise. Keys of other networks (other heads, other blocks) keep their
+    names, so that loading them fails.
     """
     renamed, shifted = {}, set()
     for k, v in state_dict.items():
@@ -369,6 +376,10 @@ def mmaction_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
             continue
         if k.startswith("cls_head.fc_cls."):
             renamed["fc." + k.removeprefix("cls_head.fc_cls.")] = v
+            continue
+        if nl := _MMACTION_NONLOCAL.fullmatch(k):
+            part = nl["conv"] or {"conv": "conv_out", "bn": "bn_out"}[nl["out"]]
+            renamed[f"{nl['block']}.nonlocal_block.{part}.{nl['param']}"] = v
             continue
         m = _MMACTION_KEY.fullmatch(k)
         if m is None or (m["kind"] == "conv.net" and m["part"] != "conv1"):
@@ -399,8 +410,19 @@ def tsm_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> tuple[d
 
 def mmaction_filter(state_dict: dict[str, torch.Tensor],
                     model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """MMAction2's TSN and TSM recognizers: `mmaction_keys`, then `_peer_filter`."""
-    return _peer_filter(*mmaction_keys(state_dict), model)
+    """MMAction2's TSN, TSM and I3D recognizers: `mmaction_keys`, then `_peer_filter`.
+
+    Its I3D (`ResNet3d`) stores every conv as a Conv3d: the 5x7x7 stem and the 3x1x1 convs
+    load as they are into gdn's 3D convs; a kernel one frame long (1x1x1, 1x3x3) loads into the
+    per-frame 2D conv of the same place, its time axis dropped. A 1-frame kernel where gdn's
+    conv is 3D (another inflation pattern) stays mis-shaped: an error, never an inflation.
+    """
+    out, random_by_design = _peer_filter(*mmaction_keys(state_dict), model)
+    target = model.state_dict()
+    for k, v in out.items():
+        if v.dim() == 5 and v.shape[2] == 1 and k in target and target[k].dim() == 4:
+            out[k] = v.squeeze(2)
+    return out, random_by_design
 
 
 @dataclass(frozen=True)
@@ -449,9 +471,9 @@ FORMATS: dict[str, WeightsFormat] = {
     ),
     "mmaction": WeightsFormat(
         lambda sd: "backbone.conv1.conv.weight" in sd, mmaction_filter, head_may_differ=True,
-        expects="MMAction2 TSN/TSM recognizer keys (backbone.conv1.conv.weight, backbone.layer1.0.conv1.bn.weight, "
+        expects="MMAction2 TSN/TSM/I3D recognizer keys (backbone.conv1.conv.weight, backbone.layer1.0.conv1.bn.weight, "
                 "cls_head.fc_cls.weight)",
-        hint="an MMAction2 recognizer of another backbone (I3D, non-local, ...) or depth?",
+        hint="an MMAction2 recognizer of another backbone (SlowFast, X3D, ...), depth or I3D inflation pattern?",
     ),
 }
 """Source formats by name; `detect_format` tries them in this order."""
