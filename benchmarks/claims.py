@@ -581,8 +581,9 @@ def render_markdown(r: dict, s: Settings, out: Path) -> str:
         f"(SGD momentum {r['recipe']['train']['momentum']}, weight decay {r['recipe']['train']['weight_decay']}, "
         f"dropout {r['recipe']['model']['dropout']}, gradient clipping {r['recipe']['train']['clip_grad']}, "
         f"TSN sampling, multi-scale crops) with {s.epochs} epochs, batch {s.batch_size}, lr {s.lr}, {s.schedule} schedule with "
-        f"{s.warmup_epochs:g} warm-up epoch(s), crops {s.size} (short side {round(s.size * s.short_side_ratio)}) "
-        f"or {s.low_size} (short side {round(s.low_size * s.short_side_ratio)}), trained from scratch; "
+        f"{s.warmup_epochs:g} warm-up epoch(s), crops {s.size} (short side {round(s.size * s.short_side_ratio)})"
+        + ("" if table2_only else f" or {s.low_size} (short side {round(s.low_size * s.short_side_ratio)})")
+        + ", trained from scratch; "
         "scored after the last epoch on the validation split, one centre clip and crop (the paper's "
         "protocol). **Pair accuracy**: over the videos of the paired classes, how often the true "
         "class scores above its time reverse (50 = blind to frame order). MMACs from "
