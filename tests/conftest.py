@@ -7,11 +7,11 @@ from torch import nn
 from gdn.models import create_model
 
 
-def _model_with_bn_statistics(name: str) -> nn.Module:
-    """A tiny model in eval mode whose BatchNorms have non-trivial statistics and affine
-    parameters, so that folding or exporting them must get them right."""
+def _model_with_bn_statistics(name: str, **options) -> nn.Module:
+    """A tiny model (`create_model` `options`) in eval mode whose BatchNorms have non-trivial
+    statistics and affine parameters, so that folding or exporting them must get them right."""
     torch.manual_seed(0)
-    model = create_model(name, num_classes=5)
+    model = create_model(name, num_classes=5, **options)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):  # 2D and 3D (ECO)
             nn.init.uniform_(m.weight, 0.5, 1.5)

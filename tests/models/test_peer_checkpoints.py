@@ -230,14 +230,15 @@ SSV1_CFG = ("model = dict(type='Recognizer3D', backbone=dict(type='ResNet3d', de
     ("i3d_r50", I3D_ZOO, None, {}),
     ("i3d_nl_r50", I3D_NL_ZOO, None, {}),
     ("i3d_nl_r50", "sthv1_i3d_nl.pth", {"cfg": SSV1_CFG}, {"temporal_strides": [1, 1, 2], "res5_stride": 1}),
+    ("i3d_r50", I3D_ZOO.replace("r50_", "r50-heavy_"), None,  # every block inflated, time kept to res2
+     {"inflate": [[1] * 3, [1] * 4, [1] * 6, [1] * 3], "temporal_strides": [1, 1, 2]}),
 ])
 def test_mmaction_i3d_checkpoints_give_the_logits_of_the_network_they_came_from(
         tmp_path, bn_model, peer_checkpoint, name, filename, meta, options):
     """Every conv of MMAction2's I3D is a Conv3d (1x1x1 and 1x3x3 kernels load into gdn's per-frame
-    convs) and its non-local blocks are mmcv's; the strides come from its config or zoo name."""
-    source = bn_model(name) if not options else gdn.create_model(name, num_classes=5, **options)
-    if options:
-        source.load_state_dict(bn_model(name).state_dict())
+    convs) and its non-local blocks are mmcv's; the inflation pattern comes from the tensors, the
+    strides from its config or zoo name."""
+    source = bn_model(name, **options)
     ckpt = peer_checkpoint(source, "mmaction", **({"meta": meta} if meta else {}))
     assert ckpt["state_dict"]["backbone.layer1.0.conv1.conv.weight"].shape == (64, 64, 3, 1, 1)
     assert ckpt["state_dict"]["backbone.layer1.1.conv2.conv.weight"].shape == (64, 64, 1, 3, 3)
