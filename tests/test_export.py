@@ -122,3 +122,30 @@ def test_cli_exports_a_checkpoint_with_its_classes(tmp_path, capsys):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [3, 2, SIZE, SIZE]
     assert "verified" in capsys.readouterr().out
+
+
+def test_the_exporters_own_logging_shows_only_at_debug(caplog, recwarn):
+    """`gdn export` prints its summary only: the exporter's libraries' INFO lines and warnings
+    (about 50 for a tiny model) are silenced unless gdn logs at DEBUG (`gdn -v`)."""
+    import logging
+    import warnings
+
+    from gdn.export import _quiet_exporter
+
+    def chatter():
+        logging.getLogger("onnx_ir.passes.common.unused_removal").info("Removed 421 unused nodes")
+        logging.getLogger("onnxscript.rewriter").info("Applied 81 of general pattern rewrite rules.")
+        logging.getLogger("torch.onnx._internal.exporter._registration").warning("torchvision is not installed")
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
+
+    with caplog.at_level(logging.INFO):
+        with _quiet_exporter():
+            chatter()
+        assert caplog.records == [] and len(recwarn) == 0
+        logging.getLogger("onnx_ir").error("an error still shows")
+        assert len(caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        with _quiet_exporter():
+            chatter()
+        assert len(caplog.records) == 3 and len(recwarn) == 1

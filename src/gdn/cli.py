@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model from a YAML config and overrides"),
     "test": ("test", "evaluate a checkpoint: top-1, top-5, mean class accuracy"),
     "ensemble": ("ensemble", "average the saved softmax scores of several models"),
-    "predict": ("predict", "top-k classes of video files or frame folders"),
+    "predict": ("predict", "top-k classes of videos, of the windows of long videos, or of a live stream"),
+    "explain": ("explain", "Grad-CAM per frame and a frame-order test: where and when the model looked"),
     "profile": ("profile", "parameters and GMACs of models; Table 1 of the paper"),
     "bench": ("bench", "training and inference speed side by side with tsn_r50"),
     "export": ("export", "export a checkpoint to ONNX and check it against onnxruntime"),
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except GdnError as e:
+        sys.stdout.flush()  # what the command printed comes first: the error is the last line
         print(f"gdn {args.command}: {e.kind}: {user_message(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -9,6 +9,13 @@ checkpoint, so a checkpoint alone can rebuild its model.
     cfg = Config.from_yaml("configs/sthv1/gdn_r50_8f.yaml")
     cfg.apply_overrides(["train.lr=0.01", "model.options.r_st=0.5"])
     cfg.save_yaml("runs/x/config.yaml")
+
+Paths. The files of the dataset named in a config (`data.train_list`, `data.val_list`,
+`data.classes_file`, in a file or through `--set`) are relative to `data.root`, where the
+dataset keeps them; every other path (`data.root`, `data.cache_dir`, `model.pretrained`,
+`model.init_from`, `out`) is relative to the current directory, as is every path typed as a
+flag (`--data-root`, `--out`, `--list-file`, `--classes-file`, ...). Errors name the path as
+resolved.
 """
 
 from __future__ import annotations
@@ -48,9 +55,10 @@ class DataConfig:
     root: str = "data/something-something-v1"
     train_split: str = "train"
     val_split: str = "validation"
-    train_list: str | None = None  # list datasets
+    # list datasets, relative to root; default <root>/train.txt and val.txt or validation.txt
+    train_list: str | None = None
     val_list: str | None = None
-    classes_file: str | None = None
+    classes_file: str | None = None  # relative to root; default: the classes are "0", "1", ...
     frames: int = 8
     size: int = 224
     short_side: int | None = None  # default round(size * 256 / 224)

@@ -176,9 +176,10 @@ def _gdn_dataset(info: PeerCheckpoint) -> str | None:
 
 
 def _config(name: str, options: dict, info: PeerCheckpoint, **data: Any) -> Config:
-    """A config naming the model and the data settings known (the file's, then `data`'s)."""
+    """A config naming the model and the data settings known (the file's, then `data`'s); its
+    evaluation protocol is the peer's own (`gdn test` then reproduces the published numbers)."""
     told = {"frames": info.frames, "dataset": _gdn_dataset(info), "label_order": info.label_order,
-            "sampling": info.sampling}
+            "sampling": info.sampling, "protocol": info.format}
     settings = {k: v for k, v in {**told, **data}.items() if v is not None}
     return Config.from_dict({"model": {"name": name, "options": options}, "data": settings},
                             source=f"the settings of a {info.format} checkpoint")

@@ -11,9 +11,11 @@ and the GDM are traced as data-dependent ops, which tests/test_export.py checks 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +25,31 @@ from gdn.errors import GdnError
 from gdn.models.fold import fold_bn
 
 log = logging.getLogger(__name__)
+
+
+# The exporter's libraries log a line per optimisation pass and per deduplicated initializer
+# (about 50 for a small model), and warn about what does not concern a video model (torchvision
+# ops they cannot register, deprecations): shown only when gdn logs at DEBUG (`gdn -v`).
+_EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "onnx_ir", "onnxscript")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's INFO logs and warnings (errors still show) unless gdn logs at DEBUG."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class ExportError(GdnError, RuntimeError):
@@ -42,7 +69,8 @@ def export_onnx(
     """Export `model` (clips (B, 3, frames, size, size) -> logits) to `path`; returns the path.
 
     The model is copied, put in eval mode and its BatchNorms folded; the input model is not
-    changed. With `verify`, the file is checked with onnxruntime at batch sizes 1 and 3.
+    changed. With `verify`, the file is checked with onnxruntime at batch sizes 1 and 3. The
+    exporter's own logging and warnings are shown only when this module logs at DEBUG.
     """
     import onnx
 
@@ -52,7 +80,7 @@ def export_onnx(
     example = torch.randn(2, 3, frames, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporter():
             program = torch.onnx.export(
                 model, (example,), dynamo=True, input_names=["clips"], output_names=["logits"],
                 dynamic_shapes=({0: batch},), verbose=False,

@@ -59,6 +59,7 @@ def test_a_tsm_checkpoint_converts_for_test_predict_and_fine_tuning(tmp_path, ss
     cfg = Config.from_dict(ckpt["config"])
     assert (cfg.model.name, cfg.data.dataset, cfg.data.frames, cfg.data.label_order, cfg.data.root) == (
         "tsm_tiny", "ssv1", 4, "sorted", str(root))
+    assert cfg.data.protocol == "tsm"  # gdn test evaluates it as the TSM repository does
     model, _, _ = gdn.load_model(out)
     clip = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():

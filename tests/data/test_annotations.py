@@ -208,3 +208,82 @@ def test_case5_label_index_out_of_range_fails_at_load_time(tmp_path):
     ds = build_dataset("list", tmp_path, "train", classes_file="classes.txt", train=True, frames=4, size=16,
                        flip="none")
     assert [ds[(i, 0)]["label"] for i in range(2)] == [1, 2]
+
+
+def test_list_line_without_label_is_an_error_in_train_and_val_not_in_test(tmp_path):
+    """The most likely typo of a hand-made list, a path without its label, fails at load time
+    naming the file and line (it used to pass as unlabelled and crash training with
+    `Target -1 is out of bounds`); a test split may be unlabelled."""
+    from gdn.data.datasets import build_dataset
+
+    (tmp_path / "train.txt").write_text("videos/a.mp4 0\nvideos/x.mp4\nvideos/b.mp4 1\n")
+    f = tmp_path / "train.txt"
+    for split in ("train", "val", "validation"):
+        ann = read_list(tmp_path, "train.txt", split=split)
+        assert [str(p) for p in ann.problems] == [
+            f"{f}, line 2: 'videos/x.mp4' has no label; every line of a {split} list needs one "
+            "('<path> <label>')"]
+        assert [e.id for e in ann.entries] == ["videos/a.mp4", "videos/b.mp4"]
+    with pytest.raises(AnnotationError, match=rf"(?s)1 problem\(s\).*{f}, line 2: 'videos/x.mp4' has no label"):
+        build_dataset("list", tmp_path, "train", list_file="train.txt", train=True)
+    ann = read_list(tmp_path, "train.txt", split="test")
+    assert ann.problems == [] and [e.label for e in ann.entries] == [0, -1, 1]
+
+    # an explicit -1 (unknown) is no label either, where labels are needed
+    (tmp_path / "val.txt").write_text("a.mp4 -1\n")
+    assert [p.reason for p in read_list(tmp_path, "val.txt", split="val").problems] == [
+        "label -1 (unknown): every video of a val list needs its class index"]
+
+
+def test_list_class_name_where_the_label_belongs_is_reported_as_that(tmp_path):
+    (tmp_path / "classes.txt").write_text("backward\nforward\nMoving something up\n")
+    (tmp_path / "train.txt").write_text("x.mp4 forward\ny.mp4 Moving something up\nz.mp4 sideways\nw.mp4 0\n")
+    ann = read_list(tmp_path, "train.txt", "classes.txt")
+    assert [(p.where, p.reason) for p in ann.problems] == [
+        ("line 1", "the class name 'forward' stands where its label index belongs: write 1"),
+        ("line 2", "the class name 'Moving something up' stands where its label index belongs: write 2"),
+        ("line 3", "expected '<path> <label>', got 'z.mp4 sideways': 'sideways' is not a label index "
+                   "(a 0-based integer)")]
+    assert [e.id for e in ann.entries] == ["w.mp4"]
+    # in an unlabelled test list too: not read as a video named "x.mp4 forward"
+    (tmp_path / "test.txt").write_text("x.mp4 forward\nmy video.mp4\n")
+    ann = read_list(tmp_path, "test.txt", "classes.txt", split="test")
+    assert [p.where for p in ann.problems] == ["line 1"] and [e.id for e in ann.entries] == ["my video.mp4"]
+
+
+def test_frame_list_with_one_line_short_of_its_label(tmp_path):
+    """The format is the majority's: one short line in a frame-folder list is that line's
+    problem, not a reason to read every other line as a video path."""
+    (tmp_path / "train.txt").write_text("a 30 0\nb 12\nc 20 1\n")
+    ann = read_list(tmp_path, "train.txt")
+    assert [(e.id, e.frames) for e in ann.entries] == [("a", True), ("c", True)]
+    assert [p.reason for p in ann.problems] == ["expected '<dir> <num_frames> <label>', got 'b 12'"]
+
+
+@pytest.mark.parametrize("file", ["val.txt", "validation.txt"])
+@pytest.mark.parametrize("split", ["val", "validation"])
+def test_list_validation_split_found_under_either_name(tmp_path, file, split):
+    (tmp_path / file).write_text("a.mp4 0\n")
+    ann = read_annotations("list", tmp_path, split)
+    assert ann.file == tmp_path / file and [e.id for e in ann.entries] == ["a.mp4"]
+
+
+def test_list_split_file_not_found_names_what_was_looked_for_and_the_fix(tmp_path):
+    with pytest.raises(AnnotationError) as e:
+        read_annotations("list", tmp_path, "validation")
+    assert str(e.value) == (
+        f"no list file for the validation split: looked for {tmp_path}/validation.txt and {tmp_path}/val.txt; "
+        "name it with `--set data.val_list=FILE` (relative to the data root) for gdn train, --list-file FILE "
+        "for gdn test and gdn check-data")
+
+
+def test_relative_paths_are_resolved_under_the_root_and_named_absolute(tmp_path, monkeypatch):
+    """The readers take the root as given (relative to the current directory) and the list's own
+    files under it; a missing one is named by its absolute path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata").mkdir()
+    (tmp_path / "mydata" / "train.txt").write_text("v.mp4 0\n")
+    ann = read_list("mydata", "train.txt")
+    assert ann.entries[0].path.absolute() == tmp_path / "mydata" / "v.mp4"
+    with pytest.raises(AnnotationError, match=rf"^{tmp_path}/mydata/mydata/classes.txt: class-names file not found"):
+        read_list("mydata", "train.txt", "mydata/classes.txt")

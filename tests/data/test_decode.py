@@ -279,15 +279,15 @@ def test_count_frames_of_a_frame_folder(tmp_path):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts calls of decode.count_frames (the expensive counting)."""
+    """Counts calls of decode._count (the expensive counting behind count_frames and the cache)."""
     calls = []
-    real = decode.count_frames
+    real = decode._count
 
     def counting(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(decode, "count_frames", counting)
+    monkeypatch.setattr(decode, "_count", counting)
     return calls
 
 
@@ -486,3 +486,37 @@ def test_case3_webm_without_stored_count_gets_exact_segment_frames(tmp_path):
     assert which(ds[0]["clip"], 0) == [1, 3, 6, 8]
     # 13 frames: centres 1.625, 4.875, 8.125, 11.375 -> 1, 4, 8, 11
     assert which(ds[1]["clip"], 1) == [1, 4, 8, 11]
+
+
+# ----------------------------------------------------------------------------- files cut short
+
+
+@pytest.mark.parametrize("kind", ["ffv1-mkv", "vp9-webm", "x264rgb-mp4-faststart"])
+def test_a_video_cut_in_half_is_read_with_a_warning_or_refused_when_strict(tmp_path, caplog, kind):
+    """An interrupted download: the frames before the cut are read exactly, with one warning that
+    says how many and that the file ends early; `strict` (check-data) makes it an error. The
+    MKV/WebM header declares a duration, the faststart MP4 a frame count."""
+    suffix, codec, pix_fmt, options = LOSSLESS[kind.removesuffix("-faststart")]
+    frames = _frames(40)
+    whole = tmp_path / f"whole{suffix}"
+    write_video(whole, frames, codec, pix_fmt, options,
+                container_options={"movflags": "faststart"} if kind.endswith("faststart") else None)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="gdn.data.decode"):
+        assert count_frames(whole) == 40 and caplog.records == []
+        n = count_frames(cut)
+        assert 10 < n < 30
+        np.testing.assert_array_equal(read_stack(cut, range(n)), frames[:n])
+        declared = "of the 40 frames its header declares" if suffix == ".mp4" else "(about 40 frames)"
+        (record,) = caplog.records
+        assert record.getMessage().startswith(f"{cut}: the file ends early: {n} ")
+        assert declared in record.getMessage()
+        count_frames(cut)
+        assert len(caplog.records) == 1  # once per file and process
+    with pytest.raises(DecodeError, match=rf"^{cut}: the file ends early: {n} .*re-download or re-encode it$"):
+        count_frames(cut, strict=True)
+    cache: dict = {}
+    assert count_frames_cached(cut, cache) == n
+    with pytest.raises(DecodeError, match="ends early"):  # the cache that counted it remembers
+        count_frames_cached(cut, cache, strict=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def _check_outputs(out, capsys_out: str, quick: bool) -> dict:
     return summary
 
 
-def test_smoke_quick_demo_writes_every_output_and_reuses_its_data(tmp_path, capsys):
+def test_smoke_quick_demo_writes_every_output_and_reuses_its_data(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     summary = _check_outputs(out, capsys.readouterr().out, quick=True)
@@ -70,6 +71,18 @@ def test_smoke_quick_demo_writes_every_output_and_reuses_its_data(tmp_path, caps
     marker = (out / "data" / "demo-data.json").stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     assert (out / "data" / "demo-data.json").stat().st_mtime_ns == marker
+
+    # the report's "Reproduce" command, run as written from the report's folder, trains into a
+    # new folder (the demo's run is kept) and gets the demo run's numbers
+    command = re.search(r"Reproduce .*: `(gdn train [^`]+)`", (out / "report.md").read_text())[1]
+    before = (out / "gdn_tiny" / "last.pt").read_bytes()
+    monkeypatch.chdir(out)
+    assert main(shlex.split(command)[1:]) == 0
+    assert (out / "gdn_tiny" / "last.pt").read_bytes() == before
+    (again,) = [p for p in out.iterdir() if p.is_dir() and p.name not in ("data", "gdn_tiny", "tsn_tiny")]
+    demo, reproduced = [json.loads((d / "metrics.jsonl").read_text()) for d in (out / "gdn_tiny", again)]
+    keys = ("epoch", "loss", "train_top1", "val_top1")
+    assert [reproduced[k] for k in keys] == [demo[k] for k in keys]
 
 
 @pytest.mark.slow

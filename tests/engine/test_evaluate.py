@@ -336,3 +336,65 @@ def test_gdn_test_tsm_protocol_views_by_hand(tiny_run, tmp_path, capsys):
     assert main(["test", str(sharp), "--protocol", "tsm", "--clips", "3", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "twice_sample" in err[0]
+
+
+# ----------------------------------------------------------------------------- confusion matrix
+SSV2_NAMES = [  # real Something-Something V2 classes, in an order that keeps pairs apart
+    "Moving something away from something", "Opening something", "Pushing something from left to right",
+    "Putting something into something", "Folding something", "Moving something closer to something",
+    "Holding something", "Closing something", "Taking something out of something",
+    "Pushing something from right to left", "Unfolding something", "Turning the camera left while filming something",
+    "Turning the camera right while filming something",
+]
+
+
+def test_time_reverse_pairs_from_names_and_the_synthetic_declaration():
+    from gdn.data.synthetic import ALL_CLASSES, reverse_pairs
+    from gdn.engine.evaluate import time_reverse_pairs
+
+    pairs = time_reverse_pairs(SSV2_NAMES)
+    named = {(SSV2_NAMES[a], SSV2_NAMES[b]) for a, b in pairs.items() if a < b}
+    assert named == {
+        ("Moving something away from something", "Moving something closer to something"),
+        ("Opening something", "Closing something"),
+        ("Pushing something from left to right", "Pushing something from right to left"),
+        ("Putting something into something", "Taking something out of something"),
+        ("Folding something", "Unfolding something"),
+        ("Turning the camera left while filming something", "Turning the camera right while filming something"),
+    }  # "Holding something" has no reverse
+    # the synthetic dataset's declared pairs are found whatever the order of its classes
+    shuffled = ALL_CLASSES[1::2] + ALL_CLASSES[::2]
+    assert time_reverse_pairs(shuffled) == reverse_pairs(shuffled) and len(reverse_pairs(shuffled)) == 10
+    # a dataset's own declaration comes first
+    assert time_reverse_pairs(["a", "b", "c"], declared=[("c", "a")]) == {2: 0, 0: 2}
+
+
+def test_confusion_figure_puts_each_class_next_to_its_reverse_and_writes_the_values():
+    from gdn.engine.evaluate import confusion_figure, pair_order, time_reverse_pairs
+
+    classes = SSV2_NAMES
+    k = len(classes)
+    pairs = time_reverse_pairs(classes)
+    order = pair_order(k, pairs)
+    assert sorted(order) == list(range(k))
+    position = {c: i for i, c in enumerate(order)}
+    assert len(pairs) == 12 and all(abs(position[a] - position[b]) == 1 for a, b in pairs.items())
+    # a "TSN" that confuses every class with its reverse: 3 of 4 videos go to the partner
+    confusion = np.zeros((k, k), np.int64)
+    for a in range(k):
+        confusion[a, pairs.get(a, a)] += 3
+        confusion[a, a] += 1
+    fig = confusion_figure(confusion, classes, title="tsn")
+    ax = fig.axes[0]
+    rows = [label.get_text() for label in ax.get_yticklabels()]
+    assert [r.replace("\n", " ") for r in rows] == [f"{classes[i]} (4)" for i in order]  # full names
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert len(cells) == k * k
+    for r, a in enumerate(order):
+        for c, b in enumerate(order):
+            want = 100 if a == b and a not in pairs else 75 if pairs.get(a) == b else 25 if a == b else 0
+            assert cells[r, c] == str(want), (classes[a], classes[b])
+    assert len(ax.patches) == len(pairs) // 2  # one outlined block per pair
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -187,3 +187,17 @@ def test_compile_for_inference_takes_each_new_batch_size():
         for batch in (2, 1, 3):
             x = torch.randn(batch, 3, 4, 32, 32)
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_inference_says_when_it_compiles(monkeypatch, caplog):
+    """Compilation runs inside the first call of each input shape, for a minute or more on a CPU:
+    it is logged then, and only then (torch.compile stubbed out: the logging is under test)."""
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    model = compile_for_inference(nn.Linear(4, 2).eval())
+    with caplog.at_level("INFO", logger="gdn.models.fast"), torch.no_grad():
+        for batch in (1, 1, 3, 1, 3):
+            model(torch.zeros(batch, 4))
+    compiling = [r.getMessage() for r in caplog.records if r.getMessage().startswith("compiling")]
+    assert [m.split(" (torch")[0] for m in compiling] == ["compiling the model for inputs of shape (1, 4)",
+                                                          "compiling the model for inputs of shape (3, 4)"]
+    assert "it pays off over many clips" in compiling[0]

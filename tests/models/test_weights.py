@@ -268,3 +268,23 @@ def test_case14_other_class_count_needs_reset_head(tmp_path):
     # DDP-prefixed state dicts load too
     prefixed = {f"module.{k}": v for k, v in source.state_dict().items()}
     assert len(load_weights(create_model("tsn_tiny", num_classes=3), prefixed).loaded) == len(src)
+
+
+def test_imagenet_offline_is_one_line_naming_the_file_and_the_url(monkeypatch, tmp_path):
+    """`pretrained="imagenet"` without a network: one line that says the download failed and how
+    to pass a local copy of torchvision's file instead."""
+    import urllib.error
+
+    def offline(url, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    with pytest.raises(CheckpointError) as e:
+        gdn.create_model("gdn_r18", num_classes=3, pretrained="imagenet")
+    assert str(e.value) == (
+        f"{url}: download failed (URLError: <urlopen error [Errno -3] Temporary failure in name resolution>); "
+        "fetch resnet18-f37072fd.pth from that URL where there is network and pass its path "
+        "(pretrained='/path/resnet18-f37072fd.pth', gdn train --pretrained /path/resnet18-f37072fd.pth), "
+        f"or put it in {tmp_path}/hub/checkpoints, where the download would have saved it")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 
 from gdn.engine.evaluate import ScoreFile, compute_metrics, fuse, load_scores, save_scores
 

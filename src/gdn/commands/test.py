@@ -20,7 +20,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 
 from gdn.data.annotations import class_difference
 from gdn.data.datasets import build_dataset
@@ -43,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=("ssv1", "ssv2", "list"), help="default: the checkpoint's")
     p.add_argument("--data-root", help="default: the checkpoint's data.root")
     p.add_argument("--split", help="train | validation | test (default: the checkpoint's data.val_split)")
-    p.add_argument("--list-file", help="annotation list for --dataset list (default: the checkpoint's val_list)")
+    p.add_argument("--list-file", help="annotation list for --dataset list, relative to the current directory "
+                   "(default: the checkpoint's val_list, relative to its data root)")
     p.add_argument("--clips", type=int, default=1, help="temporal views per video (default 1: paper protocol)")
     p.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial views per clip")
     p.add_argument("--protocol", choices=PROTOCOLS,
@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
                    help="autocast (auto: bf16 on CUDA, none on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (frozen weights): the first "
+                   "batch compiles for a minute or more on a CPU, so it pays off over many clips, not one video")
     p.add_argument("--out", help="folder for the confusion matrix and per-class files (default: the checkpoint's)")
     p.add_argument("--scores", metavar="FILE", help="save video ids, labels and softmax scores (.npz or .pt)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     d = cfg.data
     dataset = args.dataset or d.dataset
     split = args.split or d.val_split
-    list_file = args.list_file or (d.val_list if split == d.val_split else None)
+    # typed here: relative to the current directory; in the config: to the data root
+    list_file = Path(args.list_file).absolute() if args.list_file else (d.val_list if split == d.val_split else None)
     frames, size = args.frames or d.frames, args.size or d.size
     short_side = d.short_side if args.size is None else None  # a new size gets its own 256/224 ratio
     protocol, sampling = args.protocol or d.protocol, args.sampling or d.sampling

@@ -17,8 +17,14 @@ Layouts (see docs/reference: something-something.md):
   ``-validation.json`` (``[{"id", "template", ...}]``; class = template without ``[`` ``]``),
   ``-test.json`` (``[{"id"}]``).
 - ``list``: TSM/MMAction2 lists, ``<dir> <num_frames> <label>`` (frame folders) or
-  ``<path> <label>`` (videos), paths relative to the root; a ``<path>`` alone is unlabelled.
-  Optional class-names file, one name a line.
+  ``<path> <label>`` (videos); a ``<path>`` alone is unlabelled, which only a test split may be.
+  Optional class-names file, one name a line. ``<root>/<split>.txt`` by default, the validation
+  split as ``val.txt`` or ``validation.txt``.
+
+Paths: the readers take the data root as given (a caller resolves a path typed on the command
+line against the current directory); the list file, the class-names file and the video paths
+inside a list are relative to the root unless absolute. Errors name the path as resolved
+(absolute).
 """
 
 from __future__ import annotations
@@ -84,6 +90,10 @@ class Annotations:
     entries: list[Entry]
     problems: list[Problem] = field(default_factory=list)
 
+    def where(self, entry: Entry) -> str:
+        """Where `entry` was read: ``"<file name>, line N"`` (``entry N`` for JSON files)."""
+        return f"{self.file.name}, {'entry' if self.file.suffix == '.json' else 'line'} {entry.line}"
+
     def raise_for_problems(self, show: int = 5) -> None:
         """Raise :class:`AnnotationError` listing the first ``show`` problems, if any."""
         if not self.problems:
@@ -117,11 +127,25 @@ def normalize_split(split: str) -> str:
         raise ValueError(f"unknown split {split!r}: use train, val (validation) or test") from None
 
 
-def _require(path: Path, what: str) -> Path:
+def _require(path: Path, what: str, hint: str) -> Path:
     if not path.is_file():
-        raise AnnotationError(f"{path}: {what} not found. Check --root (the folder that holds "
-                              "the annotation files and the video folder).")
+        raise AnnotationError(f"{path.absolute()}: {what} not found; {hint}")
     return path
+
+
+def _root_hint(root: Path, name: str) -> str:
+    """What to check when an annotation file of dataset `name` is not under `root`."""
+    if not root.is_dir():
+        return f"the data root {root.absolute()} is not a folder"
+    other, labels = ("ssv2", SSV2_LABELS) if name == "ssv1" else ("ssv1", SSV1_LABELS)
+    if (root / labels).is_file():
+        return f"this data root holds {other} annotations ({labels}): use dataset {other}"
+    return "check the data root (the folder that holds the annotation files and the video folder)"
+
+
+def _under(root: Path, path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else root / path
 
 
 def _drop_duplicates(entries: list[Entry], file: Path, problems: list[Problem],
@@ -151,7 +175,7 @@ def read_ssv1(root: str | Path, split: str, label_order: str = "sorted") -> Anno
     if label_order not in ("sorted", "csv"):
         raise ValueError(f"unknown label_order {label_order!r}: use 'sorted' (TSM/GST) or 'csv' "
                          "(MMAction2)")
-    labels_file = _require(root / SSV1_LABELS, "SSv1 label file")
+    labels_file = _require(root / SSV1_LABELS, "SSv1 label file", _root_hint(root, "ssv1"))
     problems: list[Problem] = []
     names = [name for _, name in _read_lines(labels_file)]
     classes = sorted(names) if label_order == "sorted" else names
@@ -163,7 +187,7 @@ def read_ssv1(root: str | Path, split: str, label_order: str = "sorted") -> Anno
                 problems.append(Problem(labels_file, f"line {ln}", f"class {name!r} listed twice"))
             seen.add(name)
 
-    file = _require(root / SSV1_SPLIT.format(split=split), f"SSv1 {split} list")
+    file = _require(root / SSV1_SPLIT.format(split=split), f"SSv1 {split} list", _root_hint(root, "ssv1"))
     entries: list[Entry] = []
     for ln, line in _read_lines(file):
         vid, sep, name = line.partition(";")
@@ -201,7 +225,7 @@ def read_ssv2(root: str | Path, split: str, frames_dir: str | Path | None = None
     """
     root, split = Path(root), normalize_split(split)
     problems: list[Problem] = []
-    labels_file = _require(root / SSV2_LABELS, "SSv2 label file")
+    labels_file = _require(root / SSV2_LABELS, "SSv2 label file", _root_hint(root, "ssv2"))
     raw = _load_json(labels_file)
     if not isinstance(raw, dict):
         raise AnnotationError(f"{labels_file}: expected an object {{template: index}}")
@@ -221,7 +245,7 @@ def read_ssv2(root: str | Path, split: str, frames_dir: str | Path | None = None
     classes = [by_index[i] for i in sorted(by_index)]
     index = {name: i for i, name in enumerate(classes)}
 
-    file = _require(root / SSV2_SPLIT.format(split=split), f"SSv2 {split} list")
+    file = _require(root / SSV2_SPLIT.format(split=split), f"SSv2 {split} list", _root_hint(root, "ssv2"))
     items = _load_json(file)
     if not isinstance(items, list):
         raise AnnotationError(f"{file}: expected a list of {{\"id\": ...}} objects")
@@ -267,43 +291,96 @@ def _is_int(s: str) -> bool:
         return False
 
 
+def _frame_line(line: str) -> bool:
+    """Whether `line` reads as ``<dir> <num_frames> <label>``."""
+    fields = line.split()
+    return len(fields) >= 3 and _is_int(fields[-1]) and _is_int(fields[-2])
+
+
+def _class_at_end(line: str, index: dict[str, int]) -> str | None:
+    """The class name `line` ends with (after a path), or None."""
+    fields = line.split()
+    return next((name for k in range(len(fields) - 1, 0, -1)
+                 if (name := " ".join(fields[-k:])) in index), None)
+
+
+def _list_file(root: Path, split: str) -> Path:
+    """``<root>/<split>.txt``; for the validation split ``val.txt`` or ``validation.txt``,
+    whichever exists (the name given first)."""
+    key = _SPLITS.get(split)
+    names = [split] + [s for s, k in _SPLITS.items() if key is not None and k == key and s != split]
+    candidates = [root / f"{name}.txt" for name in names]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        if not root.is_dir():
+            raise AnnotationError(f"no list file for the {split} split: the data root {root.absolute()} "
+                                  "is not a folder")
+        looked = " and ".join(str(c.absolute()) for c in candidates)
+        option = {"train": "data.train_list", "validation": "data.val_list"}.get(key)
+        fix = f"`--set {option}=FILE` (relative to the data root) for gdn train, " if option else ""
+        raise AnnotationError(f"no list file for the {split} split: looked for {looked}; name it with "
+                              f"{fix}--list-file FILE for gdn test and gdn check-data")
+    return found
+
+
+def _list_line(line: str, frames: bool, index: dict[str, int], split: str) -> tuple[str, int] | str:
+    """``(path, label)`` of one line of a list file, or why it cannot be used. `index` maps the
+    class names (if known) to their labels."""
+    expected = "'<dir> <num_frames> <label>'" if frames else "'<path> <label>'"
+    fields = line.rsplit(maxsplit=2 if frames else 1)
+    if frames and _frame_line(line):
+        path, label = fields[0], int(fields[2])
+    elif not frames and len(fields) == 2 and _is_int(fields[1]):
+        path, label = fields[0], int(fields[1])
+    elif (name := _class_at_end(line, index)) is not None:
+        return f"the class name {name!r} stands where its label index belongs: write {index[name]}"
+    elif _SPLITS.get(split) == "test" and not frames:
+        return line, -1  # an unlabelled test video; its path may hold spaces
+    elif len(fields) == 1:
+        return f"{line!r} has no label; every line of a {split} list needs one ({expected})"
+    else:
+        not_int = f": {fields[-1]!r} is not a label index (a 0-based integer)" if not _is_int(fields[-1]) else ""
+        return f"expected {expected}, got {line!r}{not_int}"
+    if label == -1 and _SPLITS.get(split) != "test":
+        return f"label -1 (unknown): every video of a {split} list needs its class index"
+    if label < -1:
+        return f"negative label {label}"
+    return path, label
+
+
 def read_list(root: str | Path, list_file: str | Path, classes_file: str | Path | None = None,
               split: str = "train") -> Annotations:
     """A TSM/MMAction2 list file; relative paths (list, class names, videos) are under ``root``.
 
-    The format is decided for the whole file: frame folders when every line ends in two
-    integers (``<dir> <num_frames> <label>``), otherwise videos (``<path> <label>``, or
-    ``<path>`` alone for unlabelled test lists). Without a class-names file the classes are
-    ``"0" .. str(max label)``.
+    The format is decided for the whole file: frame folders when most lines end in two
+    integers (``<dir> <num_frames> <label>``), otherwise videos (``<path> <label>``). Every
+    line of a training or validation list needs its label (an integer index); only a test
+    split (``split="test"``) may list a ``<path>`` alone (label -1). A line without its label,
+    with a label that is not an integer (a class name where the index belongs is reported as
+    that) or out of range is a problem naming the file and line. Without a class-names file
+    the classes are ``"0" .. str(max label)``.
     """
     root = Path(root)
-    file = Path(list_file)
-    file = _require(file if file.is_absolute() else root / file, "list file")
+    file = _require(_under(root, list_file), "list file",
+                    "pass an existing file (the list dataset's annotation list)")
+    classes = None
+    if classes_file is not None:
+        classes_path = _require(_under(root, classes_file), "class-names file",
+                                "pass an existing file, one class name a line")
+        classes = [name for _, name in _read_lines(classes_path)]
+    index = {name: i for i, name in enumerate(classes or [])}
     lines = _read_lines(file)
-    frames = bool(lines) and all(
-        len(t := line.split()) >= 3 and _is_int(t[-1]) and _is_int(t[-2]) for _, line in lines)
+    frames = 2 * sum(_frame_line(line) for _, line in lines) > len(lines)
     problems: list[Problem] = []
     parsed: list[tuple[int, str, int]] = []
     for ln, line in lines:
-        if frames:
-            path, _, label = line.rsplit(maxsplit=2)
+        got = _list_line(line, frames, index, split)
+        if isinstance(got, str):
+            problems.append(Problem(file, f"line {ln}", got))
         else:
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) == 2 and _is_int(parts[1]):
-                path, label = parts
-            else:
-                path, label = line, "-1"
-        label = int(label)
-        if label < -1:
-            problems.append(Problem(file, f"line {ln}", f"negative label {label}"))
-            continue
-        parsed.append((ln, path, label))
+            parsed.append((ln, *got))
 
-    if classes_file is not None:
-        cf = Path(classes_file)
-        cf = _require(cf if cf.is_absolute() else root / cf, "class-names file")
-        classes = [name for _, name in _read_lines(cf)]
-    else:
+    if classes is None:
         classes = [str(i) for i in range(max((lb for _, _, lb in parsed), default=-1) + 1)]
     entries: list[Entry] = []
     for ln, path, label in parsed:
@@ -311,8 +388,7 @@ def read_list(root: str | Path, list_file: str | Path, classes_file: str | Path 
             problems.append(Problem(file, f"line {ln}", f"label {label} out of range: "
                                     f"{len(classes)} classes in {classes_file}"))
             continue
-        p = Path(path)
-        entries.append(Entry(path, p if p.is_absolute() else root / p, label, ln, frames=frames))
+        entries.append(Entry(path, _under(root, path), label, ln, frames=frames))
     entries = _drop_duplicates(entries, file, problems, "line")
     return Annotations("list", split, file, classes, entries, problems)
 
@@ -323,12 +399,13 @@ def read_annotations(name: str, root: str | Path, split: str, *, label_order: st
     """Read one split of dataset ``name`` (``ssv1``, ``ssv2`` or ``list``); problems are
     collected, not raised (see :meth:`Annotations.raise_for_problems`).
 
-    For ``list`` without ``list_file``, ``<root>/<split>.txt`` is read.
+    For ``list`` without ``list_file``, ``<root>/<split>.txt`` is read (the validation split
+    from ``val.txt`` or ``validation.txt``, whichever exists).
     """
     if name == "ssv1":
         return read_ssv1(root, split, label_order)
     if name == "ssv2":
         return read_ssv2(root, split, frames_dir)
     if name == "list":
-        return read_list(root, list_file or f"{split}.txt", classes_file, split)
+        return read_list(root, list_file or _list_file(Path(root), split), classes_file, split)
     raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")

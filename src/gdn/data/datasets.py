@@ -94,6 +94,7 @@ class VideoDataset(Dataset):
         if train and (clips > 1 or crops > 1):
             raise ValueError("clips and crops are evaluation views; use clips=1, crops=1 with train=True")
         self.name, self.split, self.train = annotations.name, annotations.split, train
+        self.annotations = annotations
         self.classes = list(annotations.classes)
         self.entries: list[Entry] = list(annotations.entries)
         self.video_ids = [e.id for e in self.entries]
@@ -167,8 +168,7 @@ class VideoDataset(Dataset):
             try:
                 item = self._item(index, epoch)
             except DecodeError as e:
-                raise DecodeError(f"{e} [{self.name} {self.split} video {self.video_ids[index]}, "
-                                  f"index {index}]") from e
+                raise DecodeError(f"{e} [{self._origin(index)}]") from e
             item["num_skipped"] = 0
             return item
         for skipped in range(len(self)):
@@ -176,13 +176,21 @@ class VideoDataset(Dataset):
             try:
                 item = self._item(j, epoch)
             except (DecodeError, OSError) as e:
-                log.warning("skipping unreadable training video %s (index %d): %s",
-                            self.video_ids[j], j, e)
+                log.warning("skipping unreadable training video: %s [%s]", e, self._origin(j))
                 continue
             item["num_skipped"] = skipped
             return item
         raise DecodeError(f"no readable video in the {self.name} {self.split} split "
                           f"({len(self)} tried); run `gdn check-data`")
+
+    def _origin(self, index: int) -> str:
+        """Where video `index` comes from, for an error about it: the split, the annotation file
+        and line, and, when its path does not exist, what to check."""
+        entry = self.entries[index]
+        text = f"{self.name} {self.split} video {entry.id}, {self.annotations.where(entry)}"
+        if not entry.path.exists():
+            text += "; check the data root and the annotation file"
+        return text
 
     def count_video_frames(self) -> int:
         """Count the frames of every video file once, here, so that DataLoader workers (which

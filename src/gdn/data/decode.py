@@ -9,6 +9,10 @@ Frame indices are 0-based positions in presentation order: index `i` is the
 folder (so `00001.jpg` is index 0). `count_frames` counts in the same terms,
 so `range(count_frames(p))` are exactly the indices `read_frames` accepts.
 
+Long videos and live sources are read once, in order, by `FrameStream`, which hands over the
+decoder's pictures for a caller to convert (`RgbConverter`) only where it needs them
+(`gdn.data.windows`, `gdn predict --window` / `--source`).
+
 Videos are opened inside each call (the readers run in DataLoader workers,
 where a container must not be shared across processes) and always closed.
 Decoding stops at the largest requested index and only requested frames are
@@ -28,6 +32,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -48,6 +53,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DecodeError",
     "FrameCountCache",
+    "FrameStream",
+    "RgbConverter",
+    "StreamError",
     "count_frames",
     "count_frames_cached",
     "frame_number_gaps",
@@ -108,8 +116,9 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> list[np.ndarray]:
 
 
 def _not_found(path: str | Path, folder: bool) -> DecodeError:
-    what = "frame folder" if folder else "file"
-    return DecodeError(f"{path}: {what} not found; check the dataset root and the annotation file")
+    # No advice here: a dataset adds where the path came from (`VideoDataset`), `gdn predict`
+    # shows it as typed.
+    return DecodeError(f"{path}: {'frame folder' if folder else 'file'} not found")
 
 
 def _check_file(path: Path) -> None:
@@ -175,48 +184,113 @@ def _decode_packets(video: WebmVideo) -> Iterator[av.VideoFrame]:
     yield from codec_context.decode(None)  # flush: frames still held by the decoder
 
 
-def count_frames(path: str | Path) -> int:
+def count_frames(path: str | Path, *, strict: bool = False) -> int:
     """Exact number of frames the decoder outputs for `path` (a video file or a frame folder).
 
     VP8/VP9/AV1 (WebM stores no count: PyAV's `stream.frames` is 0) are counted by
     demuxing, one packet per frame, which is exact (checked against decoding for VP8/VP9 in
     tests/data/test_decode.py) and needs no decoding. VP8/VP9 WebM is demuxed by `gdn.data.webm`
     (same count, tests/data/test_webm.py), other files and what it declines by PyAV.
-    Other codecs use the stored count when the container has one, else decode.
-    A frame folder counts its frame files (see `list_frame_files`).
+    Other codecs use the stored count when the container has one (and demuxes as many
+    packets), else decode. A frame folder counts its frame files (see `list_frame_files`).
+
+    A video that ends before its header says (a truncated download or copy: fewer packets than
+    the stored count, or the last packet well before the declared duration) counts the frames
+    that can be read; it is logged as a warning once per file and process, or, with `strict`
+    (`gdn check-data`), raised as a DecodeError.
 
     Raises DecodeError for missing, empty, corrupt or frameless files.
     """
-    path = Path(path)
-    if path.is_dir():
-        return len(_frame_names(path))
-    video = _parse_webm_file(path)
-    n = len(video.packets) if video is not None else _count_frames_pyav(path)
-    if n == 0:
-        raise DecodeError(f"{path}: contains no video frames; re-download or re-encode it")
+    n, short = _count(path)
+    if short:
+        _ends_early(path, short, strict)
     return n
 
 
-def _count_frames_pyav(path: Path) -> int:
+def _count(path: str | Path) -> tuple[int, str | None]:
+    """`(frames, how the file ends early or None)` for `count_frames`."""
+    path = Path(path)
+    if path.is_dir():
+        return len(_frame_names(path)), None
+    video = _parse_webm_file(path)  # it declines truncated files: PyAV then sees how
+    n, short = (len(video.packets), None) if video is not None else _count_frames_pyav(path)
+    if n == 0:
+        raise DecodeError(f"{path}: contains no video frames; re-download or re-encode it")
+    return n, short
+
+
+_ENDS_EARLY_WARNED: set[str] = set()
+
+
+def _ends_early(path: str | Path, short: str, strict: bool) -> None:
+    """Report a video that ends before its header says: DecodeError if `strict`, else one warning
+    per file and process (counts are taken per clip where no cache keeps them)."""
+    if strict:
+        raise DecodeError(f"{path}: {short}; re-download or re-encode it")
+    if str(path) not in _ENDS_EARLY_WARNED:
+        _ENDS_EARLY_WARNED.add(str(path))
+        log.warning("%s: %s; only those frames are used (re-download or re-encode it to use the "
+                    "whole video)", path, short)
+
+
+def _count_frames_pyav(path: Path) -> tuple[int, str | None]:
+    """`_count` through PyAV's demuxer: packets, or decoded frames where packets do not count
+    frames; incomplete (corrupt-flagged) packets at a cut are not frames."""
     with _open(path) as container:
         stream = _video_stream(container, path)
+        stored = stream.frames
+        one_per_frame = stream.codec_context.name in _ONE_PACKET_PER_FRAME
+        by_decoding = not one_per_frame and stored <= 0
+        packets = decoded = 0
+        end = None  # where the last packet ends, in stream time base units
         try:
-            if stream.codec_context.name in _ONE_PACKET_PER_FRAME:
-                n = sum(
-                    1
-                    for packet in container.demux(stream)
-                    if packet.size > 0 and not packet.is_discard
-                )
-            elif stream.frames > 0:
-                n = stream.frames
-            else:
-                n = sum(1 for _ in container.decode(stream))
+            for packet in container.demux(stream):
+                if packet.is_corrupt:
+                    continue
+                if by_decoding:
+                    decoded += len(packet.decode())  # the last, empty packet flushes the decoder
+                if packet.size > 0 and not packet.is_discard:
+                    packets += 1
+                    if packet.pts is not None:
+                        end = max(end or 0, packet.pts + (packet.duration or 0))
         except av.FFmpegError as e:
             raise DecodeError(
                 f"{path}: cannot be read to the end ({e}); the file is truncated or corrupt, "
                 "re-download or re-encode it"
             ) from e
-    return n
+        if by_decoding:
+            n = decoded
+        else:
+            n = packets if one_per_frame or packets < stored else stored
+        if stored > 0:
+            short = (f"the file ends early: {packets} of the {stored} frames its header declares could "
+                     "be read") if packets < stored else None
+        else:
+            short = _short_duration(container, stream, end, n)
+        return n, short
+
+
+def _short_duration(container: av.container.InputContainer, stream: av.VideoStream, end: int | None,
+                    n: int) -> str | None:
+    """How a video without a stored frame count ends early, or None: its last packet ends more
+    than 5% of the duration its header declares (and two frames) before that duration."""
+    if end is None or stream.time_base is None:
+        return None
+    start = stream.start_time or 0
+    if stream.duration:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration:
+        declared = container.duration / av.time_base - float(start * stream.time_base)
+    else:
+        return None
+    read = float((end - start) * stream.time_base)
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    slack = max(0.05 * declared, 2 / rate if rate else 0.0)
+    if read >= declared - slack:
+        return None
+    about = f" (about {round(declared * rate)} frames)" if rate else ""
+    return (f"the file ends early: {n} frames ({read:.1f} s) could be read of the {declared:.1f} s its header "
+            f"declares{about}")
 
 
 def _read_video(path: Path, wanted: list[int]) -> list[np.ndarray]:
@@ -235,22 +309,13 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
     returns them; stops decoding after the largest index."""
     needed, last = set(wanted), max(wanted)
     converted: dict[int, np.ndarray] = {}  # frame index -> its RGB pixels
-    size: tuple[int, int] | None = None  # (width, height) of the first needed frame
     decoded = 0
-    # One converter per clip: a fresh one per frame (what `frame.to_ndarray(format=...)`
-    # does) re-initialises swscale each time, ~25% of the read time for 16 frames.
-    reformatter = VideoReformatter()
+    to_rgb = RgbConverter()  # one per clip: one size per clip
     try:
         for index, frame in enumerate(frames):
             decoded = index + 1
             if index in needed:
-                if size is None:
-                    size = frame.width, frame.height
-                # VP9 may change resolution mid-stream: keep one size per clip. One swscale
-                # thread: its default (one per CPU) costs ~1.6x the CPU time for the same
-                # pixels in a worker process, and the workers already use every core.
-                converted[index] = _rgb_pixels(reformatter.reformat(
-                    frame, format="rgb24", width=size[0], height=size[1], threads=1))
+                converted[index] = to_rgb(frame)
             if index >= last:
                 break
     except av.FFmpegError as e:
@@ -266,6 +331,28 @@ def _collect_frames(frames: Iterable[av.VideoFrame], wanted: list[int], path: Pa
     return [converted[i] for i in wanted]
 
 
+class RgbConverter:
+    """Decoded frames -> uint8 `(H, W, 3)` RGB arrays, all of one size: that of the first
+    frame converted (VP9 may change resolution mid-stream, a clip or a window must not).
+
+    One converter serves many frames: a fresh swscale context per frame (what
+    `frame.to_ndarray(format=...)` makes) costs ~25% of the read time of a 16-frame clip.
+    One swscale thread: its default (one per CPU) costs ~1.6x the CPU time for the same
+    pixels in a DataLoader worker, and the workers already use every core. Not thread-safe:
+    one converter per thread.
+    """
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+        self.size: tuple[int, int] | None = None  # (width, height)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.size is None:
+            self.size = frame.width, frame.height
+        return _rgb_pixels(self._reformatter.reformat(
+            frame, format="rgb24", width=self.size[0], height=self.size[1], threads=1))
+
+
 def _rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
     """An rgb24 frame's pixels as a `(H, W, 3)` array over the frame's own buffer, which the
     array keeps alive. `frame.to_ndarray()` would copy them (row by row, as swscale pads its
@@ -273,6 +360,94 @@ def _rgb_pixels(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
     rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
     return rows[:, : 3 * frame.width].reshape(frame.height, frame.width, 3)
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+class StreamError(DecodeError):
+    """A live source that cannot be opened, stalls or drops its connection (exit code 1: the
+    input was valid, the run failed)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, stalled: bool = False) -> None:
+        super().__init__(message)
+        self.stalled = stalled
+
+
+class FrameStream:
+    """The frames of a long video file or a live source, decoded once, in presentation order.
+
+    Iterating yields the decoder's pictures (`av.VideoFrame`, not converted): a caller converts
+    only those it uses (`RgbConverter`), as `read_frames` does; a long video is never held in
+    memory. Use it as a context manager (the container is closed on exit).
+
+    Args:
+        source: a video file, or with `live=True` anything `av.open` accepts: a URL (rtsp://,
+            http://, udp://, tcp://), a device (`/dev/video0` with `format="v4l2"`), a named
+            pipe, or "-" for standard input.
+        live: no file checks; a read that waits longer than `timeout` seconds raises
+            `StreamError(stalled=True)`, a connection error `StreamError`.
+        format: the input format, for sources FFmpeg cannot guess (v4l2, mpegts, ...).
+        timeout: seconds a live source may take to open and to deliver each packet.
+
+    Attributes: `rate` (frames per second: the stream's average rate, else FFmpeg's guess,
+    else None), `stated_frames` (the container's frame count, 0 when it has none) and
+    `decoded` (frames yielded so far).
+    """
+
+    def __init__(self, source: str | Path, *, live: bool = False, format: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self.source, self.live, self.decoded = str(source), live, 0
+        if live:
+            target = "pipe:0" if self.source == "-" else self.source
+            try:
+                self.container = av.open(target, format=format, timeout=(timeout, timeout))
+            except (av.FFmpegError, OSError) as e:
+                raise StreamError(f"{source}: cannot be opened ({e})", stalled=isinstance(e, av.ExitError)) from e
+        else:
+            self.container = _open(Path(source))
+        try:
+            if not self.container.streams.video:
+                raise DecodeError(f"{source}: has no video stream; is it the right source?")
+            self.stream = self.container.streams.video[0]
+        except DecodeError:
+            self.container.close()
+            raise
+        # Frame threading adds a few frames of latency: fine for files, not for a live source.
+        self.stream.codec_context.thread_type = "SLICE" if live else "AUTO"
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.rate = Fraction(rate) if rate else None
+        self.stated_frames = self.stream.frames
+        self.timeout = timeout
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        try:
+            for frame in self.container.decode(self.stream):
+                self.decoded += 1
+                yield frame
+        except av.ExitError as e:  # PyAV's read timeout (live sources)
+            raise StreamError(f"{self.source}: no data for {self.timeout:g} s after {self.decoded} frames; "
+                              "the source stalled", stalled=True) from e
+        except av.FFmpegError as e:
+            if self.live:
+                raise StreamError(f"{self.source}: connection lost after {self.decoded} frames ({e})") from e
+            raise DecodeError(f"{self.source}: decoding failed after {self.decoded} frames ({e}); the file "
+                              "is corrupt, re-download or re-encode it") from e
+        if not self.live and self.decoded < self.stated_frames:
+            log.warning("%s: the file ends early: %d of the %d frames its header states could be "
+                        "decoded; the file is truncated, re-download or re-encode it",
+                        self.source, self.decoded, self.stated_frames)
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------- frame folders
@@ -413,31 +588,34 @@ def _read_folder(folder: str | Path, wanted: list[int]) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- frame count cache
 
 
-def _cached_count(entries: dict, path: str | Path) -> tuple[int, bool]:
-    """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n]."""
+def _cached_count(entries: dict, path: str | Path, strict: bool = False) -> tuple[int, bool]:
+    """(frame count, whether `entries` was updated); entries map abspath -> [size, mtime_ns, n],
+    plus how the file ends early for a video that does (see `count_frames`)."""
     try:
         stat = os.stat(path)
     except OSError:
-        return count_frames(path), False  # missing file: count_frames raises the DecodeError
+        return count_frames(path, strict=strict), False  # missing file: count_frames raises the DecodeError
     key, signature = os.path.abspath(path), [stat.st_size, stat.st_mtime_ns]
     entry = entries.get(key)
-    if entry is not None and list(entry[:2]) == signature:
-        return entry[2], False
-    n = count_frames(path)
-    entries[key] = [*signature, n]
-    return n, True
+    updated = entry is None or list(entry[:2]) != signature
+    if updated:
+        n, short = _count(path)
+        entry = entries[key] = [*signature, n] + ([short] if short else [])
+    if len(entry) > 3:  # remembered with the count, so that a cache never hides it
+        _ends_early(path, entry[3], strict)
+    return entry[2], updated
 
 
-def count_frames_cached(path: str | Path, cache: dict | FrameCountCache) -> int:
-    """`count_frames(path)`, remembered in `cache` (a plain dict or a FrameCountCache).
+def count_frames_cached(path: str | Path, cache: dict | FrameCountCache, *, strict: bool = False) -> int:
+    """`count_frames(path, strict=strict)`, remembered in `cache` (a plain dict or a FrameCountCache).
 
     An entry is keyed by absolute path and holds the file's size and mtime: a
     replaced or re-encoded file is counted again, and so is a frame folder that gained or
     lost a file (that changes the folder's mtime).
     """
     if isinstance(cache, FrameCountCache):
-        return cache.get(path)
-    return _cached_count(cache, path)[0]
+        return cache.get(path, strict=strict)
+    return _cached_count(cache, path, strict)[0]
 
 
 class FrameCountCache:
@@ -450,7 +628,7 @@ class FrameCountCache:
     with several writers the last one wins, which costs at most a recount.
     """
 
-    VERSION = 1
+    VERSION = 2  # 2: entries remember how a video ends early
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -464,8 +642,8 @@ class FrameCountCache:
             except (OSError, ValueError, KeyError, AttributeError) as e:
                 log.warning("%s: unreadable frame count cache (%s); counting again", self.path, e)
 
-    def get(self, path: str | Path) -> int:
-        n, updated = _cached_count(self._entries, path)
+    def get(self, path: str | Path, *, strict: bool = False) -> int:
+        n, updated = _cached_count(self._entries, path, strict)
         self._dirty |= updated
         return n
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ __all__ = [
     "model_input", "frames_last", "stack_frames_last",
     "center_crop_box", "random_crop_box", "three_crop_boxes", "tsm_center_crop_box",
     "tsm_three_crop_boxes", "mmaction_three_crop_boxes", "multiscale_crop_boxes",
-    "multiscale_crop_box", "mirror_class_name", "flip_label_map",
+    "multiscale_crop_box", "swap_words", "mirror_class_name", "flip_label_map",
     "TrainTransform", "EvalTransform",
 ]
 
@@ -329,18 +329,32 @@ def _to_source(box: Box, scale_h: float, scale_w: float, height: int, width: int
 # ---------------------------------------------------------------------------------------------
 # Label-aware flip
 
-_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+@lru_cache(maxsize=8)
+def _word_swapper(pairs: tuple[tuple[str, str], ...]) -> tuple[re.Pattern, dict[str, str]]:
+    partner: dict[str, str] = {}
+    for a, b in pairs:  # the first pair that names a word decides its partner
+        partner.setdefault(a.lower(), b.lower())
+        partner.setdefault(b.lower(), a.lower())
+    words = sorted(partner, key=len, reverse=True)  # "closer to" before "closer"
+    return re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE), partner
+
+
+def swap_words(name: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """`name` with every whole word or phrase of `pairs` replaced by its partner, all at once,
+    case kept ("Left" -> "Right", "UP" -> "DOWN")."""
+    pattern, partner = _word_swapper(tuple(map(tuple, pairs)))
+
+    def swap(m: re.Match) -> str:
+        word, other = m.group(0), partner[m.group(0).lower()]
+        if word.isupper():
+            return other.upper()
+        return other[0].upper() + other[1:] if word[0].isupper() else other
+    return pattern.sub(swap, name)
 
 
 def mirror_class_name(name: str) -> str:
     """Swap the words "left" and "right" (whole words, case kept: "Left" -> "Right")."""
-    def swap(m: re.Match) -> str:
-        word = m.group(0)
-        other = "right" if word.lower() == "left" else "left"
-        if word.isupper():
-            return other.upper()
-        return other.capitalize() if word[0].isupper() else other
-    return _LEFT_RIGHT.sub(swap, name)
+    return swap_words(name, (("left", "right"),))
 
 
 def flip_label_map(classes: Sequence[str]) -> list[int]:

@@ -111,7 +111,7 @@ def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
         return path, ckpt
     raise CheckpointError(
         "no usable checkpoint to resume from:\n  " + "\n  ".join(errors)
-        + f"\nstart a fresh run (another --out, or without --resume) or pass --resume PATH"
+        + "\nstart a fresh run (another --out, or without --resume) or pass --resume PATH"
     )
 
 

@@ -25,7 +25,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gdn.config import Config
@@ -260,6 +259,11 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# Run from the report's folder: the flags name the data and a new run folder relative to it (the
+# saved config's paths are relative to where the demo ran, and its run folder is not reused).
+REPRODUCE = "gdn train --config gdn_tiny/config.yaml --data-root data --out gdn_tiny-again"
+
+
 def _report(summary: dict) -> str:
     rec, data = summary["recipe"], summary["data"]
     counts = data["counts"]
@@ -295,5 +299,5 @@ scores cannot see the order of the frames, while GDN's pair accuracy is {gdn['pa
 | ![](confusion_gdn_tiny.png) | ![](confusion_tsn_tiny.png) |
 
 Training runs (config, checkpoints, per-epoch metrics): `gdn_tiny/`, `tsn_tiny/`.
-Reproduce one with `gdn train --config gdn_tiny/config.yaml`.
+Reproduce one from this folder, into a new one: `{REPRODUCE}`.
 """

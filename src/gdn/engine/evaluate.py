@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +29,15 @@ from torch import nn
 from tqdm import tqdm
 
 from gdn.data.synthetic import reverse_pairs
-from gdn.data.transforms import flip_label_map, model_input
+from gdn.data.transforms import flip_label_map, model_input, swap_words
 from gdn.errors import GdnError, UsageError
 from gdn.ranks import get_rank, is_distributed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics", "evaluate", "fuse", "pair_metrics", "resolve_amp",
-           "json_safe", "load_scores", "save_confusion_png", "save_per_class", "save_scores", "score_clips",
+__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "TIME_OPPOSITES", "autocast_context", "compute_metrics",
+           "confusion_figure", "evaluate", "fuse", "json_safe", "load_scores", "pair_metrics", "pair_order",
+           "resolve_amp", "save_confusion_png", "save_per_class", "save_scores", "score_clips", "time_reverse_pairs",
            "view_average"]
 
 AVERAGES = ("prob", "logits")
@@ -119,17 +121,65 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int | N
     )
 
 
+# Words and phrases whose swap names an action's time reverse: "Moving something up" / "... down",
+# "Putting something into something" / "Taking something out of something". The first pair that
+# names a word is its partner when all are swapped at once ("away from" -> "closer to").
+TIME_OPPOSITES: tuple[tuple[str, str], ...] = (
+    ("left", "right"), ("up", "down"), ("closer to", "away from"), ("towards", "away from"),
+    ("closer", "away"), ("closer", "further"), ("covering", "uncovering"), ("opening", "closing"),
+    ("folding", "unfolding"), ("clockwise", "counterclockwise"), ("clockwise", "anticlockwise"),
+    ("putting", "taking"), ("into", "out of"), ("onto", "off"),
+)
+
+
+def time_reverse_pairs(classes: list[str], declared: Sequence[tuple[str, str]] = ()) -> dict[int, int]:
+    """Class index -> index of its time reverse, each class in one pair at most.
+
+    Taken first from `declared` (pairs of class names a dataset declares), then from the
+    synthetic dataset's pairs (`gdn.data.synthetic.PAIRS`), then from the names: two classes
+    whose names differ by the `TIME_OPPOSITES` (all swapped at once, or one pair of them).
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    out: dict[int, int] = {}
+
+    def pair(a: int | None, b: int | None) -> None:
+        if a is not None and b is not None and a != b and a not in out and b not in out:
+            out[a], out[b] = b, a
+
+    for a, b in declared:
+        pair(index.get(a), index.get(b))
+    for a, b in reverse_pairs(classes).items():
+        pair(a, b)
+    for i, name in enumerate(classes):
+        for opposites in (TIME_OPPOSITES, *((o,) for o in TIME_OPPOSITES)):
+            pair(i, index.get(swap_words(name, opposites)))
+    return out
+
+
+def pair_order(num_classes: int, pairs: dict[int, int]) -> list[int]:
+    """The class indices in their order, each followed by its pair partner (`pairs`, as
+    `time_reverse_pairs` returns them): a class sits next to its time reverse."""
+    order: list[int] = []
+    placed: set[int] = set()
+    for i in range(num_classes):
+        if i not in placed:
+            group = [i, pairs[i]] if i in pairs else [i]
+            order += group
+            placed.update(group)
+    return order
+
+
 def pair_metrics(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     """Accuracies on the structure of the synthetic dataset, in percent.
 
-    - pair_acc: over the videos of time-reversed pairs (`gdn.data.synthetic.reverse_pairs`), how
-      often the true class scores strictly above its time reverse (50 = chance for a model blind
-      to frame order), whatever the other classes score;
+    - pair_acc: over the videos of time-reversed pairs (`time_reverse_pairs`), how often the
+      true class scores strictly above its time reverse (50 = chance for a model blind to frame
+      order), whatever the other classes score;
     - mirror_top1 / mirror_pair_acc: top-1 and within-pair accuracy over the videos of the
       mirrored classes (those whose horizontal flip is another class: left/right).
     """
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels, np.int64)
-    reverse = reverse_pairs(classes)
+    reverse = time_reverse_pairs(classes)
     mirror = flip_label_map(classes)
     rows = np.arange(len(labels))
 
@@ -430,34 +480,70 @@ def save_per_class(result: EvalResult, classes: list[str], csv_path, json_path=N
             json.dump({"metrics": json_safe(result.metrics()), "per_class": rows}, f, indent=1)
 
 
-def save_confusion_png(confusion: np.ndarray, classes: list[str], path, title: str = "") -> None:
-    """Row-normalised confusion matrix (true class down, predicted across) as a PNG.
+def save_confusion_png(confusion: np.ndarray, classes: list[str], path, title: str = "",
+                       pairs: dict[int, int] | None = None) -> None:
+    """`confusion_figure` saved as a PNG."""
+    import matplotlib.pyplot as plt
 
-    Class names label the axes up to 40 classes; beyond that only the colours are readable.
+    fig = confusion_figure(confusion, classes, title, pairs)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion_figure(confusion: np.ndarray, classes: list[str], title: str = "",
+                     pairs: dict[int, int] | None = None):
+    """Row-normalised confusion matrix (true class down, predicted across), a matplotlib Figure.
+
+    The classes are ordered so that each sits next to its time reverse (`pairs`, by default
+    `time_reverse_pairs(classes)`), and each pair's 2x2 block is outlined: a model blind to
+    frame order (TSN) shows its mass on both cells of a block row, one that sees the order on
+    the diagonal. Up to 40 classes the axes carry the full names, wrapped, with the number of
+    videos of each true class; up to 30 each cell shows its percentage of the true class.
     """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     k = len(classes)
-    rows = confusion.sum(axis=1, keepdims=True)
-    norm = np.divide(confusion, np.maximum(rows, 1), dtype=np.float64)
-    side = min(4 + 0.28 * k, 30)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if k <= 40:
-        short = [c if len(c) <= 32 else c[:30] + "..." for c in classes]
-        ax.set_xticks(range(k), short, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), short, fontsize=7)
+    pairs = time_reverse_pairs(classes) if pairs is None else pairs
+    order = pair_order(k, pairs)
+    cm = np.asarray(confusion)[np.ix_(order, order)]
+    support = cm.sum(axis=1)
+    norm = np.divide(cm, np.maximum(support, 1)[:, None], dtype=np.float64)
+    named, written = k <= 40, k <= 30
+    cell = 1.0 if k <= 10 else 0.55 if written else 0.3  # inches
+    label_space = 2.6 if named else 0.5
+    side = min(cell * k, 30)
+    fig, ax = plt.subplots(figsize=(side + label_space + 1.5, side + label_space + 0.6))
+    im = ax.imshow(100 * norm, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the true class's videos")
+    for i, (a, b) in enumerate(zip(order, order[1:])):
+        if pairs.get(a) == b:  # a pair's 2x2 block, outlined
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 2, 2, fill=False, edgecolor="darkorange", linewidth=2))
+    if written:
+        size = 10 if k <= 10 else 7
+        for r in range(k):
+            for c in range(k):
+                if support[r]:
+                    ax.text(c, r, f"{100 * norm[r, c]:.0f}", ha="center", va="center", fontsize=size,
+                            color="white" if norm[r, c] > 0.5 else "black" if cm[r, c] else "0.6")
+    if named:
+        width = 24 if k <= 10 else 40
+        names = [textwrap.fill(classes[i], width) for i in order]
+        ax.set_xticks(range(k), names, rotation=90 if k > 10 else 45, ha="center" if k > 10 else "right",
+                      rotation_mode="anchor" if k <= 10 else "default", fontsize=8)
+        ax.set_yticks(range(k), [f"{name} ({n})" for name, n in zip(names, support)], fontsize=8)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title or "confusion matrix")
+    ax.set_ylabel("true class (videos)")
+    subtitle = "outlined: an action and its time reverse" if pairs else ""
+    ax.set_title("\n".join(t for t in (title or "confusion matrix", subtitle) if t), fontsize=11)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def json_safe(value):

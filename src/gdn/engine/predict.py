@@ -1,30 +1,42 @@
-"""Predict the classes of arbitrary videos and frame folders with a trained checkpoint.
+"""Predict the classes of videos, of the windows of long videos, and of live streams.
 
-The clips go through exactly the evaluation path of `gdn test`: the inputs are wrapped as a
-one-off annotation list (label -1) and read by `gdn.data.datasets.VideoDataset` with the
-checkpoint's frames, size, short side, sampling and protocol, so decoding, segment sampling and
-the eval transforms are the dataset's own. `--clips N` averages N temporal views as the
-checkpoint's protocol does (`gdn.engine.evaluate.view_average`).
+All three see clips as `gdn test` does: the checkpoint's frames, size, short side, clip sampling,
+eval transform and protocol (`gdn.data.sampling`, docs/protocols.md). Whole videos go through `gdn.data.datasets.VideoDataset` itself (wrapped as a
+one-off annotation list, label -1); windows (`Predictor.predict_windows`, `gdn.data.windows`) and
+live streams (`Predictor.stream`) sample each window with the same sampler and transform, so a
+window spanning a whole video gets that video's scores. `clips=N` averages N temporal views (of
+the video or of each window) as the checkpoint's protocol does (`gdn.engine.evaluate.view_average`).
 
-`write_overlay` re-encodes a whole input (every frame) with the top predictions drawn on it.
+Live sources: a reader thread decodes and keeps the last window's pictures in a ring; every
+`stride` frames it posts the window's sampled pictures, and the caller's thread converts and
+scores the most recent one. When scoring is slower than the stride the reader never waits: a
+window not yet taken is replaced by the newer one (and counted), so predictions stay current.
+Scores are averaged over the last `smooth` predictions. A source that stalls longer than
+`timeout` or drops its connection raises `StreamError`, after `reconnect` retries with back-off
+(1 s, 2 s, 4 s, ... at most 30 s; the count starts again once a frame arrives); the end of the
+stream ends the iteration.
+
+Pictures (overlay videos, timeline PNGs) are drawn by `gdn.engine.render`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from gdn.data.annotations import Annotations, Entry
 from gdn.data.datasets import VideoDataset
-from gdn.data.decode import DecodeError, count_frames, read_frames
-from gdn.data.sampling import check_clips
+from gdn.data.decode import DecodeError, FrameStream, RgbConverter, StreamError
+from gdn.data.sampling import build_sampler, check_clips
+from gdn.data.transforms import EvalTransform, stack_frames_last
+from gdn.data.windows import Span, SpanError, Window, WindowSampler, read_windows
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
 from gdn.engine.evaluate import score_clips, view_average
@@ -33,20 +45,28 @@ from gdn.models.fast import compile_for_inference
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VIDEO_SUFFIXES", "Prediction", "Predictor", "expand_inputs", "read_all_frames", "write_overlay"]
+__all__ = ["VIDEO_SUFFIXES", "Prediction", "Predictor", "expand_inputs"]
 
 VIDEO_SUFFIXES = (".webm", ".mp4", ".avi", ".mkv", ".mov", ".m4v")
 
 
 @dataclass
 class Prediction:
+    """The top classes of a video, or of one window of it (`window` set)."""
+
     path: str
     topk: list[tuple[int, str, float]]   # (class index, class name, probability), best first
-    scores: np.ndarray                    # (K,) softmax, averaged over views
+    scores: np.ndarray                    # (K,) softmax, averaged over views (and smoothed, live)
+    window: Window | None = None
 
     def to_dict(self) -> dict:
-        return {"path": self.path,
-                "predictions": [{"index": i, "class": c, "probability": p} for i, c, p in self.topk]}
+        out: dict = {"path": self.path}
+        if self.window is not None:
+            w = self.window
+            out.update(window=w.index, start=round(w.start_time, 4), end=round(w.end_time, 4),
+                       start_frame=w.start, end_frame=w.end)
+        out["predictions"] = [{"index": i, "class": c, "probability": p} for i, c, p in self.topk]
+        return out
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -73,7 +93,7 @@ class Predictor:
     Args:
         checkpoint: path of a `gdn train` checkpoint (loaded safely).
         device: "auto" | "cpu" | "cuda" | "cuda:N".
-        clips: temporal views averaged per video (1: the paper's centre-frame protocol).
+        clips: temporal views averaged per video or window (1: the paper's centre-frame protocol).
         compile: torch.compile the model.
         amp: autocast mode for inference ("auto": bf16 on CUDA).
     """
@@ -92,6 +112,8 @@ class Predictor:
         if compile:
             self.model = compile_for_inference(self.model)
         self.clips, self.amp = clips, amp
+        self.sampler = build_sampler(d.sampling, d.frames, train=False, clips=clips, protocol=d.protocol)
+        self.transform = EvalTransform(d.size, d.short_side, crops=1, protocol=d.protocol)
 
     def dataset(self, paths: list[Path]) -> VideoDataset:
         """The inputs as an evaluation dataset (label -1) with the checkpoint's data settings."""
@@ -103,7 +125,22 @@ class Predictor:
         return VideoDataset(ann, frames=d.frames, train=False, size=d.size, short_side=d.short_side,
                             clips=self.clips, crops=1, sampling=d.sampling, protocol=d.protocol)
 
+    def views(self, clips: list[list[np.ndarray]]) -> torch.Tensor:
+        """Sampled frames (``clips`` lists of ``T`` uint8 ``(H, W, 3)`` arrays) -> the uint8
+        ``(clips, C, T, S, S)`` views the model scores, as the dataset's evaluation item."""
+        return stack_frames_last([self.transform(c) for c in clips], torch.cat)
+
     @torch.no_grad()
+    def score(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """Softmax ``(B, K)`` of ``B`` inputs' views (each ``(V, C, T, S, S)``), the views averaged
+        as the checkpoint's protocol averages them."""
+        return score_clips(self.model, torch.stack(views), self.device, self.amp, self.average).cpu()
+
+    def _prediction(self, path: str, probs: torch.Tensor, topk: int, window: Window | None = None) -> Prediction:
+        values, classes = probs.topk(min(topk, len(self.classes)))
+        top = [(int(c), self.classes[int(c)], float(v)) for v, c in zip(values, classes)]
+        return Prediction(path=path, topk=top, scores=probs.numpy(), window=window)
+
     def predict_item(self, ds: VideoDataset, index: int, topk: int = 5) -> Prediction:
         """Prediction for item `index` of `self.dataset(...)`; DecodeError names the file."""
         path = ds.entries[index].path
@@ -113,70 +150,148 @@ class Predictor:
             raise DecodeError(str(e.__cause__ or e)) from None
         except OSError as e:
             raise DecodeError(f"{path}: cannot be read ({e})") from None
-        probs = score_clips(self.model, item["clip"].unsqueeze(0), self.device, self.amp, self.average)[0].cpu()
-        values, classes = probs.topk(min(topk, len(self.classes)))
-        top = [(int(c), self.classes[int(c)], float(v)) for v, c in zip(values, classes)]
-        return Prediction(path=str(path), topk=top, scores=probs.numpy())
+        clip = item["clip"] if item["clip"].dim() == 5 else item["clip"].unsqueeze(0)
+        return self._prediction(str(path), self.score([clip])[0], topk)
+
+    def predict_windows(self, path: str | Path, window: Span | str, stride: Span | str | None = None,
+                        *, topk: int = 5, batch: int = 8) -> Iterator[Prediction]:
+        """The top classes of every window of a long video or frame folder, in order.
+
+        ``window`` and ``stride`` are `Span`s or their text (``"4"`` or ``"4s"`` seconds,
+        ``"64f"`` frames; ``stride=None``: the window). Windows, and how the last partial one is
+        handled, are those of `gdn.data.windows`. The video is decoded once, as a stream, and
+        windows are scored ``batch`` at a time as they complete: memory does not grow with the
+        video's length. Raises DecodeError naming the file, SpanError for impossible spans.
+        """
+        pending: list[tuple[Window, torch.Tensor]] = []
+
+        def flush() -> Iterator[Prediction]:
+            probs = self.score([v for _, v in pending])
+            yield from (self._prediction(str(path), p, topk, w) for (w, _), p in zip(pending, probs))
+            pending.clear()
+
+        for w, frames in read_windows(path, window, stride, self.sampler):
+            pending.append((w, self.views(frames)))
+            if len(pending) == batch:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    def stream(self, source: str, window: Span | str, stride: Span | str | None = None, *,
+               smooth: int = 1, topk: int = 5, format: str | None = None, timeout: float = 10.0,
+               reconnect: int = 0, backoff: float = 1.0) -> Iterator[Prediction]:
+        """Predictions on a live source, one every ``stride`` (see the module docstring).
+
+        ``source``: anything `gdn.data.decode.FrameStream` opens live (a URL, a device with
+        ``format``, a named pipe, "-" for standard input). Each prediction's scores are the mean
+        softmax of the last ``smooth`` windows scored; its window counts frames from the first
+        frame read (across reconnections). Stops at the end of the stream; raises StreamError
+        when the source cannot be opened, stalls for ``timeout`` seconds or drops the
+        connection, ``reconnect`` retries (``backoff`` seconds, doubling, at most 30) later.
+        Closing the iterator (or Ctrl-C in the caller) stops the reader.
+        """
+        if smooth < 1:
+            raise UsageError(f"smooth must be >= 1, got {smooth}")
+        reader = _LiveReader(source, lambda rate: WindowSampler.from_spans(window, stride, self.sampler, rate),
+                             format=format, timeout=timeout, reconnect=reconnect, backoff=backoff)
+        reader.start()
+        recent: deque[torch.Tensor] = deque(maxlen=smooth)
+        to_rgb = RgbConverter()
+        scored = 0
+        try:
+            while (item := reader.take()) is not None:
+                w, pictures = item
+                probs = self.score([self.views([[to_rgb(f) for f in row] for row in pictures])])[0]
+                recent.append(probs)
+                scored += 1
+                yield self._prediction(source, torch.stack(tuple(recent)).mean(0), topk, w)
+        finally:
+            reader.stop()
+            if reader.replaced:
+                log.info("%s: %d of %d windows were replaced by a newer one before they could be "
+                         "scored (scoring is slower than the stride)", source, reader.replaced,
+                         scored + reader.replaced)
 
 
-def read_all_frames(path: str | Path) -> tuple[np.ndarray, Fraction]:
-    """Every frame of a video or frame folder as uint8 (N, H, W, 3), and its frame rate
-    (the stream's average rate; 12 fps, Something-Something's, for frame folders)."""
-    path = Path(path)
-    frames = np.stack(read_frames(path, range(count_frames(path))))
-    if path.is_dir():
-        return frames, Fraction(12)
-    with av.open(str(path)) as container:
-        rate = container.streams.video[0].average_rate or Fraction(12)
-    return frames, Fraction(rate)
+class _LiveReader(threading.Thread):
+    """Decodes a live source on its own thread and posts each window's sampled pictures to a
+    one-slot mailbox that the scoring thread empties (`take`); see `Predictor.stream`."""
 
+    def __init__(self, source: str, make_windows, *, format: str | None, timeout: float,
+                 reconnect: int, backoff: float) -> None:
+        super().__init__(name=f"gdn-live-{source}", daemon=True)  # a blocked read never holds up exit
+        self.source, self.make_windows = source, make_windows
+        self.format, self.timeout, self.reconnect, self.backoff = format, timeout, reconnect, backoff
+        self._cond = threading.Condition()
+        self._item: tuple[Window, list[list]] | None = None
+        self._final: BaseException | bool = False  # True: end of stream; an exception: failure
+        self._stopping = threading.Event()
+        self.replaced = 0  # windows posted and replaced before they were taken
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        return ImageFont.load_default()
+    def take(self) -> tuple[Window, list[list]] | None:
+        """The newest window not yet taken (waiting for it), or None at the end of the stream;
+        raises the reader's error once its windows are taken."""
+        with self._cond:
+            while self._item is None and self._final is False:
+                self._cond.wait()
+            if self._item is not None:
+                item, self._item = self._item, None
+                return item
+            if isinstance(self._final, BaseException):
+                raise self._final
+            return None
 
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=1.0)
 
-def draw_predictions(frame: np.ndarray, lines: list[str]) -> np.ndarray:
-    """The frame with `lines` drawn top-left on a translucent dark band (Pillow ImageDraw)."""
-    image = Image.fromarray(frame).convert("RGBA")
-    size = max(10, image.height // 18)
-    font = _font(size)
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    pad, step = size // 3, int(size * 1.25)
-    width = max(draw.textlength(line, font=font) for line in lines)
-    draw.rectangle((0, 0, width + 2 * pad, pad * 2 + step * len(lines)), fill=(0, 0, 0, 150))
-    for i, line in enumerate(lines):
-        draw.text((pad, pad + i * step), line, font=font, fill=(255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(image, overlay).convert("RGB"))
+    def _post(self, item=None, final: BaseException | bool = False) -> None:
+        with self._cond:
+            if item is not None:
+                self.replaced += self._item is not None
+                self._item = item
+            if final is not False:
+                self._final = final
+            self._cond.notify()
 
+    def run(self) -> None:
+        try:
+            self._read()
+        except BaseException as e:  # noqa: BLE001 - handed to the scoring thread, which raises it
+            self._post(final=e)
 
-def write_overlay(src: str | Path, dst: str | Path, prediction: Prediction, *, min_short_side: int = 240) -> int:
-    """Re-encode every frame of `src` into `dst` with the top predictions drawn on it.
-
-    Small inputs are upscaled to a short side of `min_short_side` so the text stays legible;
-    H.264 (yuv420p) when this FFmpeg build has an encoder for it, else MPEG-4 Part 2.
-    Returns the number of frames written.
-    """
-    frames, rate = read_all_frames(src)
-    h, w = frames.shape[1:3]
-    scale = max(1.0, min_short_side / min(h, w))
-    out_w, out_h = (int(round(w * scale / 2)) * 2, int(round(h * scale / 2)) * 2)  # yuv420p: even sides
-    lines = [f"{c}: {100 * p:.1f}%" for _, c, p in prediction.topk]
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(dst), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = out_w, out_h, "yuv420p"
-        for frame in frames:
-            image = Image.fromarray(frame)
-            if image.size != (out_w, out_h):
-                image = image.resize((out_w, out_h), Image.BILINEAR)
-            drawn = draw_predictions(np.asarray(image), lines)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(drawn, format="rgb24")))
-        container.mux(stream.encode())
-    log.info("wrote %s (%d frames, %s)", dst, len(frames), codec)
-    return len(frames)
+    def _read(self) -> None:
+        windows: WindowSampler | None = None
+        offsets: list[list[int]] = []
+        total = posted = failures = 0  # frames read (all connections), windows posted, failures in a row
+        while not self._stopping.is_set():
+            try:
+                with FrameStream(self.source, live=True, format=self.format, timeout=self.timeout) as frames:
+                    if windows is None:
+                        try:
+                            windows = self.make_windows(frames.rate)
+                        except SpanError as e:
+                            raise SpanError(f"{self.source}: {e}") from None
+                        offsets = windows.indices(windows.full(0)).tolist()  # the same in every window
+                    ring: deque = deque(maxlen=windows.window)  # a window never spans a reconnection
+                    for frame in frames:
+                        if self._stopping.is_set():
+                            return
+                        ring.append(frame)
+                        total += 1
+                        failures = 0
+                        if len(ring) == windows.window and (frames.decoded - windows.window) % windows.stride == 0:
+                            w = Window(posted, total - windows.window, total, windows.rate)
+                            self._post(item=(w, [[ring[i] for i in row] for row in offsets]))
+                            posted += 1
+                self._post(final=True)  # the end of the stream
+                return
+            except StreamError as e:
+                if failures >= self.reconnect:
+                    hint = "" if self.reconnect else "; --reconnect N retries"
+                    raise StreamError(f"{e}{hint}", stalled=e.stalled) from None
+                delay = min(30.0, self.backoff * 2 ** failures)
+                failures += 1
+                log.warning("%s; reconnecting in %g s (retry %d of %d)", e, delay, failures, self.reconnect)
+                if self._stopping.wait(delay):
+                    return

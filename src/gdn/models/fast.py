@@ -25,9 +25,14 @@ TSN's latency on CPU, docs/benchmarks.md).
 
 from __future__ import annotations
 
+import logging
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 GDM_IMPLS = ("reference", "fused")
 
@@ -168,7 +173,20 @@ class FrozenInference(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.compiled = torch.compile(model, dynamic=False)
+        self.shapes: set[tuple] = set()  # input shapes compiled so far
 
     def forward(self, *args, **kwargs):
+        # Compilation happens inside the first call of each input shape, silently and for
+        # a minute or more on a CPU: say so, and how long it took.
+        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        new = shapes not in self.shapes
+        if new:
+            log.info("compiling the model for inputs of shape %s (torch.compile, frozen weights): once per "
+                     "shape, a minute or more on a CPU; it pays off over many clips", ", ".join(map(str, shapes)))
+            start = time.perf_counter()
         with torch._inductor.config.patch(freezing=True):
-            return self.compiled(*args, **kwargs)
+            out = self.compiled(*args, **kwargs)
+        if new:
+            self.shapes.add(shapes)
+            log.info("compiled and ran the first call of this shape in %.1f s", time.perf_counter() - start)
+        return out

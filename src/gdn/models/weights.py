@@ -144,8 +144,7 @@ def read_state_dict(source: str | Path | Mapping, name: str | None = None) -> tu
             try:
                 obj = torch.hub.load_state_dict_from_url(name, map_location="cpu", weights_only=True)
             except Exception as e:
-                raise CheckpointError(f"{name}: cannot download the weights ({type(e).__name__}: {e}); "
-                                      "download the file and pass its path") from e
+                raise CheckpointError(_download_failed(name, e)) from e
         else:
             obj = load_file(source, "weights file", SOURCES_HINT)
     for container in ("state_dict", "model"):
@@ -155,6 +154,16 @@ def read_state_dict(source: str | Path | Mapping, name: str | None = None) -> tu
         found = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
         raise WeightsMismatchError(f"{name}: holds no state dict of tensors (found {found}); {SOURCES_HINT}")
     return name, clean_state_dict(obj)
+
+
+def _download_failed(url: str, error: Exception) -> str:
+    """One line: the download of `url` failed, and how to use a copy of the file instead."""
+    file = url.rsplit("/", 1)[-1].split("?")[0]
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    why = " ".join(str(error).split()) or type(error).__name__
+    return (f"{url}: download failed ({type(error).__name__}: {why}); fetch {file} from that URL where "
+            f"there is network and pass its path (pretrained='/path/{file}', gdn train --pretrained "
+            f"/path/{file}), or put it in {cache}, where the download would have saved it")
 
 
 # ---------------------------------------------------------------------------- formats
