@@ -37,7 +37,7 @@ from gdn.models.layers import (
     VideoConv3d,
     VideoMaxPool,
 )
-from gdn.models.resnet import BLOCKS, POINTWISE, init_weights, make_stage
+from gdn.models.resnet import BLOCKS, POINTWISE, Stage, init_weights, make_stage
 
 # Which blocks of each stage inflate their first 1x1 conv to 3x1x1 (the non-local paper's I3D,
 # MMAction2's `inflate`), and which are followed by a non-local block (two in res3, three in res4).
@@ -111,6 +111,9 @@ class I3DResNet(nn.Module):
     def frame_multiple(self) -> int:
         """The frame counts this model takes are the multiples of this number."""
         return math.prod(self.temporal_strides)
+
+    def stages(self) -> list[Stage]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) clips -> (B, T', D) frame features pooled in space, T' = T / frame_multiple."""
