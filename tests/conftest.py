@@ -9,13 +9,13 @@ from gdn.models import create_model
 from media import COLOURS, StreamServer, colour_frames, mpegts
 
 
-def _model_with_bn_statistics(name: str) -> nn.Module:
-    """A tiny model in eval mode whose BatchNorms have non-trivial statistics and affine
-    parameters, so that folding or exporting them must get them right."""
+def _model_with_bn_statistics(name: str, **options) -> nn.Module:
+    """A tiny model (`create_model` `options`) in eval mode whose BatchNorms have non-trivial
+    statistics and affine parameters, so that folding or exporting them must get them right."""
     torch.manual_seed(0)
-    model = create_model(name, num_classes=5)
+    model = create_model(name, num_classes=5, **options)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):  # 2D and 3D (ECO)
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.uniform_(m.bias, -0.2, 0.2)
             m.running_mean.uniform_(-0.3, 0.3)
@@ -36,12 +36,26 @@ def _peer_checkpoint(model: nn.Module, format: str, **entries) -> dict:
     shift wrapper's `.net` on each shifted block's conv1, `new_fc`); `format="mmaction"`,
     MMAction2's `{"meta", "state_dict"}` (`backbone.` with ConvModule's `convN.conv` / `convN.bn`,
     `.net` inside conv1's `conv` when shifted, `downsample.conv/bn`, `cls_head.fc_cls`).
-    `entries` replace or add top-level entries (`arch=...`, `meta={...}`)."""
+    `entries` replace or add top-level entries (`arch=...`, `meta={...}`). An I3D (`i3d_*`) is
+    saved as MMAction2's `ResNet3d`: every conv a Conv3d (gdn's per-frame kernels with a time
+    axis of 1), mmcv's `NonLocal3d` blocks (`non_local_block.theta.conv`, `phi.0.conv` and
+    `g.0.conv` when sub-sampled, `conv_out.conv` / `conv_out.bn`)."""
     shifted = {name for name, m in model.named_modules() if getattr(m, "shift", None) is not None}
+    video = model.conv1.weight.dim() == 5  # I3D: MMAction2 keeps every kernel 5D
+    pooled = {name for name, m in model.named_modules() if getattr(m, "pool", False) is True}  # non-local
     state = {}
     for key, value in model.state_dict().items():
         parts = key.split(".")
         block = ".".join(parts[:2])
+        if video and value.dim() == 4:
+            value = value.unsqueeze(2)
+        if "nonlocal_block" in parts:
+            sub = {"bn_out": "conv_out.bn", "conv_out": "conv_out.conv"}.get(parts[3])
+            if sub is None:
+                sub = f"{parts[3]}.0.conv" if parts[3] in ("phi", "g") and f"{block}.nonlocal_block" in pooled \
+                    else f"{parts[3]}.conv"
+            state[f"backbone.{block}.non_local_block.{sub}.{parts[4]}"] = value.clone()
+            continue
         if format == "tsm":
             if parts[0] == "fc":
                 new = "new_fc." + parts[1]

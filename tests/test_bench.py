@@ -49,16 +49,16 @@ def test_cli_json_smoke(capsys, monkeypatch):
 
 def test_table_and_options(capsys, tmp_path):
     saved = tmp_path / "gpu" / "bench.json"
-    argv = ["bench", "--models", "tsn_tiny,i3d_tiny", "--frames", "2", "--size", "32", "--batch", "1",
-            "--repeats", "1", "--no-train", "--baseline", "i3d_tiny", "--save", str(saved)]
+    argv = ["bench", "--models", "tsn_tiny,r3d_tiny", "--frames", "2", "--size", "32", "--batch", "1",
+            "--repeats", "1", "--no-train", "--baseline", "r3d_tiny", "--save", str(saved)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    lines = [ln for ln in out.splitlines() if ln.startswith(("tsn_tiny", "i3d_tiny"))]
+    lines = [ln for ln in out.splitlines() if ln.startswith(("tsn_tiny", "r3d_tiny"))]
     assert len(lines) == 2 and "(1.00)" in lines[1]
-    assert "ratios to i3d_tiny" in out
+    assert "ratios to r3d_tiny" in out
     rows = json.loads(saved.read_text())  # --save keeps the table on the terminal
     assert [(r["model"], r["baseline"], r["train_clips_s"]) for r in rows] == \
-        [("tsn_tiny", "i3d_tiny", None), ("i3d_tiny", "i3d_tiny", None)]
+        [("tsn_tiny", "r3d_tiny", None), ("r3d_tiny", "r3d_tiny", None)]
     assert f"{rows[0]['infer_clips_s']:.2f} ({rows[0]['infer_ratio']:.2f})" in lines[0]
 
 

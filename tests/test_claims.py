@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -75,7 +76,8 @@ def test_results_json_structure(run):
         # the recipe is shared: only model, frames, size, flip and seed differ
         cfg = (Path(seed0["run_dir"]) / "config.yaml").read_text()
         assert f"epochs: {s.epochs}" in cfg and f"lr: {s.lr}" in cfg
-    assert {c["id"] for c in on_disk["claims"]} >= {"tsn_chance", "gdn_cheapest", "half_side_cheap",
+    # GDN is the only temporal model here: nothing to rank it against (gdn_cheapest, gdn_best)
+    assert {c["id"] for c in on_disk["claims"]} == {"tsn_chance", "temporal_above", "half_side_cheap",
                                                     "frames_help_more", "ensemble", "label_flip"}
     assert all(isinstance(c["held"], bool) for c in on_disk["claims"])
     assert (out / "fig3_accuracy_vs_gmacs.png").stat().st_size > 0
@@ -168,3 +170,24 @@ def test_pair_metrics_exact():
     assert m["pair_acc"] == 60.0
     assert m["mirror_pair_acc"] == pytest.approx(100.0 * 2 / 3, abs=1e-12)
     assert m["mirror_top1"] == pytest.approx(100.0 * 1 / 3, abs=1e-12)
+
+
+def test_table2_only_adds_rows_in_its_own_section(run):
+    """--table2-only --models: experiment 1 alone, the runs the full invocation made reused (the
+    same fingerprint), a model that cannot take the clip listed with its reason, and its own
+    section of results.md next to the full run's, which stays as it was."""
+    s, out, md, _ = run
+    before = md.read_text()
+    extra = dataclasses.replace(s, models=["gdn_tiny", "i3d_r50"], table2_only=True)
+    results = claims.run_claims(extra, out, "python benchmarks/claims.py --table2-only", results_md=md)
+    assert list(results["runs"]) == ["gdn_tiny-4f-32px-flip_label"]
+    assert results["runs"]["gdn_tiny-4f-32px-flip_label"]["per_seed"]["0"]["train_s"] == \
+        json.loads(before and (out / "runs" / "gdn_tiny-4f-32px-flip_label" / "seed0" / "result.json").read_text())["train_s"]
+    assert "multiple of 8 frames" in results["experiments"]["not_run"]["i3d_r50"]
+    assert set(results["experiments"]) == {"table2", "not_run"}
+    assert [c["id"] for c in results["claims"]] == []  # GDN is the only temporal model: nothing to compare
+    text = md.read_text()
+    assert text.startswith(before.split(claims.END)[0] + claims.END)  # the full run's section untouched
+    section = text.split(claims.BEGIN_T2)[1].split(claims.END_T2)[0]
+    assert "| `gdn_tiny` |" in section and "`i3d_r50` was not run: " in section
+    assert (out / "fig3_pair_accuracy_vs_gmacs.png").is_file()

@@ -22,11 +22,13 @@ FRAMES, SIZE = 4, 32
 # default, the other families with -m slow.
 FAMILIES = [
     "gdn_tiny", "tsm_tiny",
-    pytest.param("i3d_tiny", marks=pytest.mark.slow),
+    pytest.param("r3d_tiny", marks=pytest.mark.slow),
     pytest.param("tsn_tiny", marks=pytest.mark.slow),
     pytest.param("r2plus1d_tiny", marks=pytest.mark.slow),
     pytest.param("gst_tiny", marks=pytest.mark.slow),
     pytest.param("s3d_tiny", marks=pytest.mark.slow),
+    pytest.param("i3d_nl_tiny", marks=pytest.mark.slow),  # frame-count changes, non-local attention
+    pytest.param("eco_full_tiny", marks=pytest.mark.slow),  # 3D part, pre-activation BNs as affine maps
 ]
 
 

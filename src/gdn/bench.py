@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class BenchConfig:
     """What to measure. `batch` is the training and inference batch (clips)."""
 
-    models: list[str] = field(default_factory=lambda: ["gdn_r50", "tsn_r50", "tsm_r50", "i3d_r50"])
+    models: list[str] = field(default_factory=lambda: ["gdn_r50", "tsn_r50", "tsm_r50", "r3d_r50"])
     device: str = "cpu"
     frames: int = 8
     size: int = 224

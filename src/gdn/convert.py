@@ -5,7 +5,7 @@
     convert_checkpoint("tsm_r50_1x1x8_50e_sthv1_rgb_20210203-01dce462.pth", "tsm_sthv1.pt",
                        dataset="ssv1", data_root="/data/sthv1")
 
-A TSM-repository or MMAction2 TSN/TSM file loads exactly (strictly, every tensor, no head reset)
+A TSM-repository or MMAction2 TSN/TSM/I3D file loads exactly (strictly, every tensor, no head reset)
 into the gdn network it describes (`gdn.models.peers.describe_checkpoint`); with the keys renamed
 gdn's `tsn_r*` / `tsm_r*` give the logits of the peers' own code (MMAction2's TSN within float
 rounding: its head averages the features of the frames before its linear classifier, gdn averages
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LoadedModel", "convert_checkpoint", "load_model", "read_class_names"]
 
-_SOURCES = "a gdn checkpoint, a TSM repository checkpoint or an MMAction2 TSN/TSM checkpoint"
+_SOURCES = "a gdn checkpoint, a TSM repository checkpoint or an MMAction2 TSN/TSM/I3D checkpoint"
 
 
 class LoadedModel(NamedTuple):
@@ -96,7 +96,9 @@ def _choose_model(info: PeerCheckpoint, model: str | None, path: str) -> str:
         return info.model
     if model not in list_models():
         raise UsageError(f"--model {model}: not a gdn model; choose one of {', '.join(list_models())}")
-    if not model.startswith(("tsn_", "tsm_")):
+    if info.i3d and not model.startswith("i3d_"):
+        raise UsageError(f"{path} holds MMAction2's I3D; {model} is another network: use i3d_r50 or i3d_nl_r50")
+    if not info.i3d and not model.startswith(("tsn_", "tsm_")):
         raise UsageError(f"{path} holds a {'TSM' if info.shifted else 'TSN'} network; {model} is another one. "
                          f"To start {model} from its weights (the 2D rule of section 3.2), pass the file as "
                          f"pretrained: create_model('{model}', pretrained=FILE) or gdn train --pretrained FILE")
@@ -126,7 +128,7 @@ def _load_peer(obj: Any, path: str, info: PeerCheckpoint, name: str, options: di
         raise UsageError(f"{path}: its keys say its blocks shift in time (TSM); {name} has no shift: "
                          f"use {name.replace('tsn_', 'tsm_')}")
     report = load_weights(net, obj, format=info.format, name=path)
-    assert not report.head_reset and not report.random_init  # sized from the file, TSN/TSM: an exact load
+    assert not report.head_reset and not report.random_init  # sized from the file: an exact load
     return net.eval()
 
 
@@ -177,7 +179,7 @@ def _config(name: str, options: dict, info: PeerCheckpoint, **data: Any) -> Conf
     """A config naming the model and the data settings known (the file's, then `data`'s); its
     evaluation protocol is the peer's own (`gdn test` then reproduces the published numbers)."""
     told = {"frames": info.frames, "dataset": _gdn_dataset(info), "label_order": info.label_order,
-            "protocol": info.format}
+            "sampling": info.sampling, "protocol": info.format}
     settings = {k: v for k, v in {**told, **data}.items() if v is not None}
     return Config.from_dict({"model": {"name": name, "options": options}, "data": settings},
                             source=f"the settings of a {info.format} checkpoint")

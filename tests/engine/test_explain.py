@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gdn.engine.explain import grad_cam, temporal_test
+from gdn.errors import UsageError
 from gdn.models import create_model
 from media import gradient_frames
 
@@ -95,6 +96,17 @@ def test_grad_cam_gives_each_frame_its_own_map():
 def _clip(frames: int = 8) -> torch.Tensor:
     x = torch.from_numpy(gradient_frames(frames, height=32, width=32)).permute(3, 0, 1, 2)[None]
     return x.float() / 127.5 - 1  # (1, 3, T, 32, 32)
+
+
+def test_grad_cam_of_i3d_covers_every_frame_and_eco_is_refused():
+    """I3D's last stages hold T / 2 frames here (pool2): each map stands for the 2 frames it covers."""
+    torch.manual_seed(0)
+    i3d = create_model("i3d_tiny", num_classes=3).eval()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    maps = grad_cam(i3d, clip, target=1, layer="layer4")
+    assert maps.shape[0] == 4 and torch.equal(maps[0], maps[1]) and torch.equal(maps[2], maps[3])
+    with pytest.raises(UsageError, match="ECO stacks them in time"):
+        grad_cam(create_model("eco_lite_tiny", num_classes=3).eval(), clip, target=1)
 
 
 def test_reversing_the_frames_leaves_tsn_unchanged_and_changes_gdn():

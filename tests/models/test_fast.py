@@ -143,7 +143,7 @@ def test_shift_moves_the_right_channels():
     assert y[:, 2:].tolist() == x[:, 2:, 0, 0].tolist()
 
 
-@pytest.mark.parametrize("name", ["gdn_tiny", "tsm_tiny", "i3d_tiny", "gst_tiny"])
+@pytest.mark.parametrize("name", ["gdn_tiny", "tsm_tiny", "r3d_tiny", "gst_tiny"])
 def test_whole_model_traces_as_one_graph_for_compile(name):
     """torch.compile sees each model as ONE graph: a graph break in the fast modules (as the
     mkldnn availability query once caused) splits every block and hits dynamo's recompile

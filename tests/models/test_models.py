@@ -15,7 +15,8 @@ torch.set_num_threads(1)
 def test_every_model_forward_backward(name):
     torch.manual_seed(0)
     model = gdn.create_model(name, num_classes=7)
-    x = torch.randn(2, 3, 3, 32, 32)
+    frames = getattr(model, "frame_multiple", 3)  # I3D takes multiples of its temporal strides only
+    x = torch.randn(2, 3, frames, 32, 32)
     out = model(x)
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
@@ -37,8 +38,9 @@ def test_unknown_model_lists_choices():
 
 
 def test_registry_names():
-    required = {"gdn_r18", "gdn_r50", "gdn_r101", "tsn_r50", "tsm_r50", "i3d_r50", "r2plus1d_r50",
-                "gst_r50", "s3d_r50", "gdn_tiny", "tsn_tiny", "tsm_tiny", "i3d_tiny"}
+    required = {"gdn_r18", "gdn_r50", "gdn_r101", "tsn_r50", "tsm_r50", "r3d_r50", "r2plus1d_r50",
+                "gst_r50", "s3d_r50", "i3d_r50", "i3d_nl_r50", "eco_lite", "eco_full", "gdn_tiny", "tsn_tiny",
+                "tsm_tiny", "r3d_tiny", "i3d_tiny", "i3d_nl_tiny", "eco_lite_tiny", "eco_full_tiny"}
     assert required <= set(gdn.list_models())
     assert gdn.list_models("gdn_*") == sorted(n for n in gdn.list_models() if n.startswith("gdn_"))
 

@@ -152,10 +152,10 @@ def test_files_that_match_no_model_fail_naming_the_format_found(tmp_path, bn_mod
     with pytest.raises(WeightsMismatchError, match=r"unknown.pth: not a TSM repository or MMAction2 checkpoint "
                                                    r"\(its keys are in format 'unknown', e.g. encoder.weight\)"):
         gdn.load_model(unknown)
-    i3d = peer_checkpoint(bn_model("tsn_r50"), "mmaction")
-    i3d["state_dict"]["backbone.conv1.conv.weight"] = torch.zeros(64, 3, 5, 7, 7)
-    with pytest.raises(WeightsMismatchError, match="MMAction2's I3D .* another network than gdn's i3d_r50"):
-        gdn.load_model(save(tmp_path, "i3d.pth", i3d))
+    r3d = peer_checkpoint(bn_model("i3d_r50"), "mmaction")  # inflate_style '3x3x3': every 3x3 inflated
+    r3d["state_dict"]["backbone.layer1.0.conv2.conv.weight"] = torch.zeros(64, 64, 3, 3, 3)
+    with pytest.raises(WeightsMismatchError, match="an I3D with 3x3x3 kernels"):
+        gdn.load_model(save(tmp_path, "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.pth", r3d))
     with pytest.raises(UsageError, match="--from tsm, but its keys are those of format 'mmaction'"):
         gdn.load_model(save(tmp_path, "tsn.pth", peer_checkpoint(bn_model("tsn_r50"), "mmaction")), format="tsm")
 
@@ -212,3 +212,54 @@ def test_describe_reads_each_peers_metadata(peer_checkpoint, bn_model):
     mma = describe_checkpoint(peer_checkpoint(bn_model("tsn_r50"), "mmaction"),
                               "tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb_20220906-cd10898e.pth")
     assert (mma.model, mma.frames, mma.dataset, mma.label_order) == ("tsn_r50", 8, "kinetics400", None)
+
+
+# MMAction2's I3D model zoo names (docs/peers.md): the file name says the config.
+I3D_ZOO = "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth"
+I3D_NL_ZOO = "i3d_imagenet-pretrained-r50-nl-embedded-gaussian_8xb8-32x2x1-100e_kinetics400-rgb_20220812-afd8f562.pth"
+I3D_CLIP = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+# What MMAction2 1.x keeps of the config in `meta["cfg"]` for Wang and Gupta's Something-Something I3D-NL
+SSV1_CFG = ("model = dict(type='Recognizer3D', backbone=dict(type='ResNet3d', depth=50, conv1_kernel=(5, 7, 7), "
+            "conv1_stride_t=1, pool1_stride_t=1, spatial_strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2), "
+            "non_local_cfg=dict(sub_sample=True, use_scale=False, norm_cfg=dict(type='BN3d', requires_grad=True), "
+            "mode='embedded_gaussian')))\ntrain_pipeline = [dict(type='SampleFrames', clip_len=32, frame_interval=2, "
+            "num_clips=1)]\nann_file_val = 'data/sthv1/sthv1_val_list_rawframes.txt'\n")
+
+
+@pytest.mark.parametrize("name,filename,meta,options", [
+    ("i3d_r50", I3D_ZOO, None, {}),
+    ("i3d_nl_r50", I3D_NL_ZOO, None, {}),
+    ("i3d_nl_r50", "sthv1_i3d_nl.pth", {"cfg": SSV1_CFG}, {"temporal_strides": [1, 1, 2], "res5_stride": 1}),
+    ("i3d_r50", I3D_ZOO.replace("r50_", "r50-heavy_"), None,  # every block inflated, time kept to res2
+     {"inflate": [[1] * 3, [1] * 4, [1] * 6, [1] * 3], "temporal_strides": [1, 1, 2]}),
+])
+def test_mmaction_i3d_checkpoints_give_the_logits_of_the_network_they_came_from(
+        tmp_path, bn_model, peer_checkpoint, name, filename, meta, options):
+    """Every conv of MMAction2's I3D is a Conv3d (1x1x1 and 1x3x3 kernels load into gdn's per-frame
+    convs) and its non-local blocks are mmcv's; the inflation pattern comes from the tensors, the
+    strides from its config or zoo name."""
+    source = bn_model(name, **options)
+    ckpt = peer_checkpoint(source, "mmaction", **({"meta": meta} if meta else {}))
+    assert ckpt["state_dict"]["backbone.layer1.0.conv1.conv.weight"].shape == (64, 64, 3, 1, 1)
+    assert ckpt["state_dict"]["backbone.layer1.1.conv2.conv.weight"].shape == (64, 64, 1, 3, 3)
+    model, cfg, _ = gdn.load_model(save(tmp_path, filename, ckpt))
+    assert (cfg.model.name, cfg.model.options, cfg.data.frames, cfg.data.sampling) == (name, options, 32, "dense")
+    with torch.no_grad():
+        assert torch.equal(model(I3D_CLIP), source.eval()(I3D_CLIP))
+    if name == "i3d_nl_r50":
+        assert sum(".non_local_block." in k for k in ckpt["state_dict"]) == 5 * 12
+
+
+def test_mmaction_i3d_without_its_settings_asks_for_model_and_other_variants_are_refused(
+        tmp_path, bn_model, peer_checkpoint):
+    ckpt = peer_checkpoint(bn_model("i3d_nl_r50"), "mmaction")
+    path = save(tmp_path, "my_i3d.pth", ckpt)  # no config text, not a model zoo name
+    with pytest.raises(WeightsMismatchError, match="does not say its temporal strides .* pass --model i3d_nl_r50"):
+        gdn.load_model(path)
+    model, cfg, _ = gdn.load_model(path, model="i3d_nl_r50")  # MMAction2's Kinetics settings
+    assert cfg.model.name == "i3d_nl_r50" and model.temporal_strides == (2, 2, 2)
+    with pytest.raises(UsageError, match="holds MMAction2's I3D; tsn_r50 is another network"):
+        gdn.load_model(path, model="tsn_r50")
+    dot = I3D_NL_ZOO.replace("embedded-gaussian", "dot-product")
+    with pytest.raises(WeightsMismatchError, match="non-local blocks in 'dot_product' mode"):
+        gdn.load_model(save(tmp_path, dot, ckpt))

@@ -117,8 +117,8 @@ def test_gdm_groups_take_slices_inflation_and_keep_temporal_random(tmp_path):
 def test_inflated_3d_and_2plus1d_makers(tmp_path):
     sd = torchvision_resnet_state_dict(50)
     path = _save(sd, tmp_path)
-    i3d = gdn.create_model("i3d_r50", pretrained=path)
-    torch.testing.assert_close(i3d.layer1[0].conv2.weight, sd["layer1.0.conv2.weight"].unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
+    r3d = gdn.create_model("r3d_r50", pretrained=path)
+    torch.testing.assert_close(r3d.layer1[0].conv2.weight, sd["layer1.0.conv2.weight"].unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
     r21 = gdn.create_model("r2plus1d_r50")
     report = load_weights(r21, path, format="torchvision")
     torch.testing.assert_close(r21.layer2[1].conv2.spatial.weight, sd["layer2.1.conv2.weight"])
@@ -182,7 +182,7 @@ def test_detect_format_from_the_keys(peer_checkpoint):
     assert detect_format(torchvision_resnet_state_dict(18)) == "torchvision"
     assert detect_format(gdn.create_model("tsn_tiny").state_dict()) == "torchvision"  # gdn's 2D models are torchvision's
     assert detect_format(gdn.create_model("gdn_tiny").state_dict()) == "gdn"
-    assert detect_format(gdn.create_model("i3d_tiny").state_dict()) == "gdn"
+    assert detect_format(gdn.create_model("r3d_tiny").state_dict()) == "gdn"
     assert detect_format(clean_state_dict(peer_checkpoint(gdn.create_model("tsm_tiny"), "tsm")["state_dict"])) == "tsm"
     assert detect_format(peer_checkpoint(gdn.create_model("tsm_tiny"), "mmaction")["state_dict"]) == "mmaction"
 

@@ -12,7 +12,7 @@ from gdn.bench import BenchConfig, format_table, results_as_dicts, run_bench
 from gdn.errors import UsageError
 
 HELP = "speed (train/infer clips/s, CPU latency) and peak memory of models side by side, as ratios to TSN"
-DEFAULT_MODELS = "gdn_r50,tsn_r50,tsm_r50,i3d_r50"
+DEFAULT_MODELS = "gdn_r50,tsn_r50,tsm_r50,r3d_r50"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

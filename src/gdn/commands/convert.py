@@ -1,4 +1,4 @@
-"""`gdn convert SRC OUT.pt`: a TSM-repository or MMAction2 TSN/TSM checkpoint as a gdn checkpoint.
+"""`gdn convert SRC OUT.pt`: a TSM-repository or MMAction2 TSN/TSM/I3D checkpoint as a gdn checkpoint.
 
     gdn convert TSM_something_RGB_resnet50_shift8_blockres_avg_segment8_e45.pth tsm_sthv1.pt \\
         --dataset ssv1 --data-root /data/sthv1
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "convert a TSM-repository or MMAction2 TSN/TSM checkpoint into a gdn checkpoint (test, predict, export)"
+HELP = "convert a TSM-repository or MMAction2 TSN/TSM/I3D checkpoint into a gdn checkpoint (test, predict, export)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

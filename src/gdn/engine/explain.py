@@ -43,6 +43,9 @@ __all__ = ["Explanation", "explain", "grad_cam", "save_explanation", "temporal_t
 
 
 def _stage(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
+    if not hasattr(model, "stages"):
+        raise UsageError(f"gdn explain needs a network whose stages keep the frames a batch (the ResNet families, "
+                         f"I3D); {type(model).__name__} stacks them in time inside")
     stages = {f"layer{i + 1}": s for i, s in enumerate(model.stages())}
     name = layer or list(stages)[-1]
     if name not in stages:
@@ -53,7 +56,8 @@ def _stage(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
 def grad_cam(model: nn.Module, clip: torch.Tensor, target: int, layer: str | None = None) -> torch.Tensor:
     """Grad-CAM of class ``target`` for one normalised clip ``(1, C, T, H, W)``: ``(T, h, w)``
     non-negative maps at the resolution of stage ``layer`` (``"layer1"`` ... ; default the
-    last), one per frame, unscaled. The model must be in eval mode."""
+    last), one per frame, unscaled. A stage that holds T / k frames (I3D's temporal strides)
+    gives each of its maps to the k frames it covers. The model must be in eval mode."""
     _, stage = _stage(model, layer)
     features: list[torch.Tensor] = []
     hook = stage.register_forward_hook(lambda module, inputs, output: features.append(output))
@@ -65,7 +69,8 @@ def grad_cam(model: nn.Module, clip: torch.Tensor, target: int, layer: str | Non
         hook.remove()
     a = features[0].detach()                      # (T, C, h, w): the frames are the batch
     weights = grads.mean(dim=(2, 3), keepdim=True)  # (T, C, 1, 1): one weight per frame and channel
-    return F.relu((weights * a).sum(dim=1))       # (T, h, w)
+    cam = F.relu((weights * a).sum(dim=1))        # (T, h, w)
+    return cam.repeat_interleave(clip.shape[2] // cam.shape[0], dim=0)
 
 
 @torch.no_grad()

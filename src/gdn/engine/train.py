@@ -71,6 +71,7 @@ from gdn.engine.evaluate import autocast_context, evaluate, resolve_amp
 from gdn.errors import GdnError
 from gdn.models import create_model
 from gdn.models.fast import to_channels_last
+from gdn.models.layers import ClipShapeError
 from gdn.models.weights import load_weights
 from gdn.models.registry import model_options
 
@@ -103,8 +104,9 @@ class TrainingInterrupted(GdnError, RuntimeError):
 
 # ---------------------------------------------------------------------------- building blocks
 def check_model(cfg: Config) -> None:
-    """Build `cfg.model` on the meta device (no memory, no weights) so that a bad option fails
-    in milliseconds, before any data is read."""
+    """Build `cfg.model` on the meta device (no memory, no weights) and run it on a clip of
+    `data.frames` x `data.size`, so that a bad option or a clip shape the model cannot take
+    (I3D's frame multiples, say) fails in milliseconds, before any data is read."""
     options = cfg.model.options
     valid = model_options(cfg.model.name)
     unknown = [k for k in options if k not in valid]
@@ -118,9 +120,15 @@ def check_model(cfg: Config) -> None:
     try:
         # fork_rng: building the check model must not draw from the generator the real one uses.
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            create_model(cfg.model.name, num_classes=2, dropout=cfg.model.dropout, **options)
+            model = create_model(cfg.model.name, num_classes=2, dropout=cfg.model.dropout, **options)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.options of '{cfg.model.name}' ({options}): {e}") from None
+    d = cfg.data
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, 3, d.frames, d.size, d.size, device="meta"))
+    except ClipShapeError as e:
+        raise ConfigError(f"data.frames / data.size ({d.frames} x {d.size}) for '{cfg.model.name}': {e}") from None
 
 
 def build_datasets(cfg: Config) -> tuple[VideoDataset, VideoDataset]:

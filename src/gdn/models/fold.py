@@ -8,7 +8,10 @@ BatchNorm passes. It is eval-only (its state dict has conv biases and no BatchNo
 
 Plain `nn.Conv1d/2d/3d` are folded here; any other module that feeds a BatchNorm (the temporal
 convs a conv maker builds) folds itself through its `fold_bn(scale, shift)` method, including
-any BatchNorm inside it, so this file knows no module types of its own.
+any BatchNorm inside it, so this file knows no module types of its own. A BatchNorm that follows
+a sum rather than a conv (the pre-activation blocks of ECO's 3D part) has nothing to fold into:
+the module that owns it names it in `preactivation_bns`, and it becomes its affine map
+(`ChannelAffine`), one multiply-add instead of a BatchNorm pass.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias - scale * bn.running_mean
     return scale.detach(), shift.detach()
+
+
+class ChannelAffine(nn.Module):
+    """`y = scale * x + shift` per channel (dim 1): an eval-mode BatchNorm with nothing to fold into."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        scale, shift = bn_affine(bn)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.view(shape) + self.shift.view(shape)
 
 
 def _foldable(module: nn.Module) -> bool:
@@ -62,13 +79,15 @@ def _fold_children(parent: nn.Module) -> None:
     if isinstance(parent, nn.Sequential):  # the shortcut: conv, BatchNorm
         names = list(children)
         pairs = [(a, b) for a, b in zip(names, names[1:])
-                 if isinstance(children[b], nn.BatchNorm2d) and _foldable(children[a])]
-    else:  # convK / bnK of the stem and of every block
+                 if isinstance(children[b], nn.modules.batchnorm._BatchNorm) and _foldable(children[a])]
+    else:  # convK / bnK of the stem and of every block (conv / bn, conv_out / bn_out alike)
         pairs = [(f"conv{name[2:]}", name) for name, child in children.items()
-                 if isinstance(child, nn.BatchNorm2d) and name.startswith("bn") and name[2:].isdigit()
-                 and f"conv{name[2:]}" in children]
+                 if isinstance(child, nn.modules.batchnorm._BatchNorm) and name.startswith("bn")
+                 and f"conv{name[2:]}" in children and name not in getattr(parent, "preactivation_bns", ())]
     for conv_name, bn_name in pairs:
         _fold_pair(parent, conv_name, bn_name)
+    for bn_name in getattr(parent, "preactivation_bns", ()):
+        setattr(parent, bn_name, ChannelAffine(getattr(parent, bn_name)))
     for child in parent.children():
         if not callable(getattr(child, "fold_bn", None)):  # those own their insides
             _fold_children(child)
@@ -77,8 +96,9 @@ def _fold_children(parent: nn.Module) -> None:
 def fold_bn(model: nn.Module) -> nn.Module:
     """A copy of `model` in eval mode with every BatchNorm folded into the conv before it.
 
-    Pairs folded: `convK`/`bnK` attributes of one module (the stem, every block) and a conv
-    followed by a BatchNorm in an `nn.Sequential` (the shortcut). A conv-maker module folds the
+    Pairs folded: `convK`/`bnK` attributes of one module (the stem, every block; any suffix K,
+    empty included) and a conv followed by a BatchNorm in an `nn.Sequential` (the shortcut).
+    BatchNorms a module lists in `preactivation_bns` become `ChannelAffine`. A conv-maker module folds the
     BatchNorm after it, and those inside it, by its own `fold_bn(scale, shift)`. The input model
     is not modified. Raises if a BatchNorm is left unfolded, or if the module before one can
     neither be folded here nor fold itself.

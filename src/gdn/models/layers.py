@@ -34,8 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdn.errors import GdnError
 from gdn.models.fast import gdm_forward, temporal_shift
 from gdn.models.fold import bn_affine, fold_into_conv
+
+
+class ClipShapeError(GdnError, ValueError):
+    """A clip whose frame count or size the model cannot take (I3D's temporal strides, ECO
+    Full's inception blocks); the message says which ones it can."""
 
 
 def to_video(x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -69,10 +75,13 @@ def split_channels(channels: int, r_st: float, r_s: float) -> tuple[int, int, in
 
 
 class FrameConv2d(nn.Conv2d):
-    """A per-frame 3x3 convolution, no bias (TSN, TSM): time is ignored."""
+    """A per-frame convolution, no bias (TSN, TSM; the 1x1 and 1x3x3 convs of I3D): time is
+    ignored. `kernel` 3 by default (the 3x3 of a block), 1 for the pointwise convs; `dilation`
+    keeps the spatial size of a stage whose stride was removed (I3D's res5 in `i3d.py`)."""
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int = 1):
-        super().__init__(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, kernel: int = 3, dilation: int = 1):
+        super().__init__(in_planes, out_planes, kernel, stride=stride, padding=dilation * (kernel // 2),
+                         dilation=dilation, bias=False)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:  # type: ignore[override]
         return self._conv_forward(x, self.weight, self.bias)
@@ -86,11 +95,14 @@ class FrameConv2d(nn.Conv2d):
 
 
 class VideoConv3d(nn.Conv3d):
-    """A full spatio-temporal convolution, kernel (kt, k, k), no temporal stride (R3D/I3D)."""
+    """A spatio-temporal convolution, kernel (kt, k, k), "same" padding, no bias (R3D; I3D's
+    3x1x1 and 5x7x7 convs). With `stride_t` > 1 the output has T / stride_t frames (T a
+    multiple of stride_t): the caller passes the new frame count on."""
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, kernel_t: int = 3, kernel: int = 3):
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1, kernel_t: int = 3, kernel: int = 3,
+                 stride_t: int = 1):
         super().__init__(
-            in_planes, out_planes, (kernel_t, kernel, kernel), stride=(1, stride, stride),
+            in_planes, out_planes, (kernel_t, kernel, kernel), stride=(stride_t, stride, stride),
             padding=(kernel_t // 2, kernel // 2, kernel // 2), bias=False,
         )
 
@@ -202,6 +214,78 @@ class Conv2Plus1d(nn.Module):
             fold_into_conv(self.spatial, *bn_affine(self.bn))
             self.bn = nn.Identity()
         fold_into_conv(self.temporal, scale, shift)
+
+
+class VideoMaxPool(nn.Module):
+    """A 3D max-pool, `kernel` / `stride` / `padding` as (t, h, w), on frames `(N*T, C, H, W)`:
+    `(N*T, C, H, W)` -> `(N*T', C, H', W')`. I3D's pools change the frame count (`i3d.py`)."""
+
+    def __init__(self, kernel: tuple[int, int, int], stride: tuple[int, int, int],
+                 padding: tuple[int, int, int] = (0, 0, 0)):
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if self.kernel == (1, 1, 1) and self.stride == (1, 1, 1):
+            return x
+        return to_frames(F.max_pool3d(to_video(x, num_frames), self.kernel, self.stride, self.padding))
+
+
+class NonLocal(nn.Module):
+    """A non-local block, embedded Gaussian (Wang, Girshick, Gupta, He, CVPR 2018, section 3 and
+    Fig. 2): every position of the clip attends to every position,
+
+        y_i = sum_j softmax_j(theta(x_i) . phi(x_j)) g(x_j),    z = x + BN(W_z y),
+
+    with theta, phi, g 1x1x1 convs to `inner` (half the) channels, the softmax over all T*H*W
+    positions, W_z a 1x1x1 conv back to the channels. BN starts at zero (weight and bias), so the
+    block starts as the identity and can be added to a pretrained network (section 4.1).
+    `pool`: phi and g max-pooled 2x2 in space after their convs (the paper's subsampling, in
+    MMAction2's order), a quarter of the pairs. `scale`: divide the affinities by sqrt(inner).
+
+    Called as `m(x, num_frames)` on frames `(N*T, C, H, W)`, like a conv maker's module; usable
+    after any residual block (`VideoResNet(nonlocal_blocks=...)`, `I3DResNet`).
+    """
+
+    def __init__(self, channels: int, inner: int | None = None, pool: bool = True, scale: bool = False):
+        super().__init__()
+        inner = inner or channels // 2
+        self.theta = nn.Conv2d(channels, inner, 1)
+        self.phi = nn.Conv2d(channels, inner, 1)
+        self.g = nn.Conv2d(channels, inner, 1)
+        self.conv_out = nn.Conv2d(inner, channels, 1, bias=False)
+        self.bn_out = nn.BatchNorm2d(channels)
+        self.pool, self.scale = pool, scale
+        self.reset_parameters()
+
+    starts_as_identity = True  # no 2D source: `weights.torchvision_filter` leaves it at its init
+
+    def reset_parameters(self) -> None:
+        """The paper's init: Gaussian (std 0.01) convs, zero biases, BN at zero (the identity)."""
+        for conv in (self.theta, self.phi, self.g, self.conv_out):
+            nn.init.normal_(conv.weight, std=0.01)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.bn_out.weight)
+        nn.init.zeros_(self.bn_out.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        nt, _, h, w = x.shape
+        n, t = nt // num_frames, num_frames
+        theta, phi, g = self.theta(x), self.phi(x), self.g(x)  # (N*T, C', H, W)
+        if self.pool:
+            phi, g = F.max_pool2d(phi, 2), F.max_pool2d(g, 2)  # (N*T, C', H/2, W/2)
+        inner = theta.shape[1]
+        # positions in (t, h, w) order: queries (N, THW, C'), keys (N, C', TH'W'), values (N, TH'W', C')
+        q = theta.view(n, t, inner, h * w).permute(0, 1, 3, 2).reshape(n, t * h * w, inner)
+        k = phi.view(n, t, inner, -1).permute(0, 2, 1, 3).reshape(n, inner, -1)
+        v = g.view(n, t, inner, -1).permute(0, 1, 3, 2).reshape(n, -1, inner)
+        affinity = q @ k  # (N, THW, TH'W')
+        if self.scale:
+            affinity = affinity / inner ** 0.5
+        y = affinity.softmax(dim=-1) @ v  # (N, THW, C')
+        y = y.view(n, t, h, w, inner).permute(0, 1, 4, 2, 3).reshape(nt, inner, h, w)
+        return x + self.bn_out(self.conv_out(y))
 
 
 class TemporalShift(nn.Module):

@@ -1,4 +1,5 @@
-"""Which gdn network a peer's checkpoint holds: the TSM repository's and MMAction2's TSN and TSM.
+"""Which gdn network a peer's checkpoint holds: the TSM repository's and MMAction2's TSN and TSM,
+and MMAction2's I3D and I3D-NL.
 
 `describe_checkpoint(obj, filename)` reads what a loaded checkpoint says about itself and returns
 a `PeerCheckpoint`: the gdn model name and options, the class count, and the frames, dataset
@@ -15,12 +16,16 @@ from the tensors, the settings from the file's own metadata:
   `meta` (1.x: the config text `meta["cfg"]`; 0.x: only its name, `meta["config_name"]`,
   e.g. `tsm_r50_1x1x8_50e_sthv1_rgb.py`), and into its published file names;
 - the class order: the TSM repository sorts SSv1's class names, MMAction2 keeps labels.csv
-  order; both use SSv2's JSON indices (docs/peers.md).
+  order; both use SSv2's JSON indices (docs/peers.md);
+- MMAction2's I3D (`ResNet3d`, a 5x7x7 stem): the inflation pattern (3x1x1 or 1x1x1 first convs),
+  the non-local blocks and their sub-sampling from the tensors; the temporal strides, res5's
+  stride and the non-local blocks' mode from its config text, or from the model zoo's file name.
 
 What the file cannot tell is never guessed: `PeerCheckpoint.model` is then None and
 `PeerCheckpoint.unknown` says what to pass (`--model tsm_r50`). Variants gdn does not build
-(non-local blocks, temporal pooling, shift place "block", optical flow, MobileNet, MMAction2's I3D)
-raise `WeightsMismatchError` naming the variant.
+(TSM with non-local blocks or temporal pooling, shift place "block", optical flow, MobileNet,
+I3D with 3x3x3 kernels or non-local blocks other than embedded Gaussian) raise
+`WeightsMismatchError` naming the variant.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 
 import torch
 
+from gdn.models.i3d import I3D_INFLATE, NONLOCAL_BLOCKS
 from gdn.models.weights import (
     PEER_KEYS,
     WeightsMismatchError,
@@ -63,8 +69,10 @@ class PeerCheckpoint:
     """What a peer's checkpoint file says about the network and data it was trained with.
 
     `model` is a gdn model name (`tsm_r50`), or None when the file cannot tell (`unknown` says
-    what is missing); `shifted` whether its keys carry shift wrappers (TSM); `options` its `create_model` options (a fold other than 8); `frames` the
-    segments per clip; `dataset` as the file names it, in gdn's words where gdn has the dataset
+    what is missing); `shifted` whether its keys carry shift wrappers (TSM); `i3d` whether it is
+    MMAction2's I3D; `options` its `create_model` options (a fold other than 8, I3D's strides);
+    `frames` the segments per clip (I3D: the clip length), `sampling` gdn's `data.sampling` for
+    it where it is not TSN's segments ("dense"); `dataset` as the file names it, in gdn's words where gdn has the dataset
     ("ssv1", "ssv2"; otherwise e.g. "kinetics400"); `label_order` how its SSv1 classes are
     ordered; `facts` one line per fact and its source, for the log.
     """
@@ -73,8 +81,10 @@ class PeerCheckpoint:
     model: str | None
     num_classes: int
     shifted: bool = False
+    i3d: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     frames: int | None = None
+    sampling: str | None = None
     dataset: str | None = None
     label_order: str | None = None
     unknown: str | None = None
@@ -175,10 +185,9 @@ def describe_checkpoint(obj: Any, filename: str = "<checkpoint>") -> PeerCheckpo
             f"{filename}: not a TSM repository or MMAction2 checkpoint (its keys are in format "
             f"'{fmt or 'unknown'}', e.g. {', '.join(list(state)[:3]) or 'no tensors'}); pass --from tsm|mmaction "
             "only for their files")
-    if fmt == "mmaction" and state["backbone.conv1.conv.weight"].dim() == 5:
-        raise _unsupported("MMAction2's I3D (a 5x7x7 stem with temporal stride 2, 3x1x1 kernels in some "
-                           "1x1 convs, temporal max-pools): another network than gdn's i3d_r50", filename)
     keys, shifted = PEER_KEYS[fmt](state)
+    if fmt == "mmaction" and keys["conv1.weight"].dim() == 5:
+        return _describe_i3d(obj, state, keys, filename)
     if any(".net." in k for k in keys):
         raise _unsupported("a TSM with shift place 'block' or a wrapped module gdn does not build "
                            f"(e.g. {next(k for k in keys if '.net.' in k)})", filename)
@@ -200,13 +209,7 @@ def describe_checkpoint(obj: Any, filename: str = "<checkpoint>") -> PeerCheckpo
         raise WeightsMismatchError(f"{filename}: {meta['shift'][1]} says {'TSM' if meta['shift'][0] else 'TSN'}, "
                                    f"its keys say {'TSM' if shifted else 'TSN'} (shift wrappers in "
                                    f"{len(shifted)} blocks)")
-    for key in ("frames", "dataset"):
-        if key in meta:
-            setattr(info, key, _DATASETS.get(meta[key][0], meta[key][0]) if key == "dataset" else meta[key][0])
-            info.facts.append(f"{key} {getattr(info, key)} ({meta[key][1]})")
-    if info.dataset == "ssv1":
-        info.label_order = _SSV1_ORDER[fmt]
-        info.facts.append(f"SSv1 classes in {info.label_order} order ({'the TSM repository' if fmt == 'tsm' else 'MMAction2'}'s)")
+    _set_data(info, meta)
 
     if depth is None:
         info.unknown = f"{layout} is none of ResNet-18/34/50/101; pass the gdn model it was built as (--model)"
@@ -220,4 +223,131 @@ def describe_checkpoint(obj: Any, filename: str = "<checkpoint>") -> PeerCheckpo
         if meta["shift_div"][0] != 8:
             info.options["fold_div"] = meta["shift_div"][0]
         info.facts.append(f"shift_div {meta['shift_div'][0]} ({meta['shift_div'][1]})")
+    return info
+
+
+def _set_data(info: PeerCheckpoint, meta: dict[str, Any]) -> None:
+    """The frames and dataset the file tells, and its SSv1 class order."""
+    for key in ("frames", "dataset"):
+        if key in meta:
+            setattr(info, key, _DATASETS.get(meta[key][0], meta[key][0]) if key == "dataset" else meta[key][0])
+            info.facts.append(f"{key} {getattr(info, key)} ({meta[key][1]})")
+    if info.dataset == "ssv1":
+        info.label_order = _SSV1_ORDER[info.format]
+        info.facts.append(f"SSv1 classes in {info.label_order} order "
+                          f"({'the TSM repository' if info.format == 'tsm' else 'MMAction2'}'s)")
+
+
+# MMAction2 I3D config names: `i3d_imagenet-pretrained-r50-nl-embedded-gaussian_8xb8-32x2x1-100e_kinetics400-rgb`
+# (0.x: `i3d_nl_embedded_gaussian_r50_32x2x1_100e_kinetics400_rgb`): clip_len x frame_interval x num_clips.
+_I3D_CLIP = re.compile(r"[_-](\d+)x(\d+)x(\d+)[_-]")
+_I3D_NL_MODE = re.compile(r"nl[_-](dot[_-]product|embedded[_-]gaussian|gaussian)")
+
+
+def _i3d_metadata(obj: Mapping, filename: str) -> dict[str, Any]:
+    """MMAction2's I3D settings from its config text (`meta["cfg"]`) or its model zoo name."""
+    meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
+    found: dict[str, Any] = {}
+    text = meta.get("cfg") or meta.get("config")
+    if isinstance(text, str) and "ResNet3d" in text:
+        src = "the config text in the checkpoint's meta"
+        value = lambda key, default: (m.group(1) if (m := re.search(rf"{key}\s*=\s*([\w'(), ]+?)(?:,\s*\w+\s*=|\))",  # noqa: E731
+                                                                      text)) else default)
+        t = (int(value("conv1_stride_t", "1")), int(value("pool1_stride_t", "1")),
+             2 if value("with_pool2", "True") == "True" else 1)
+        found["temporal_strides"] = (t, src)
+        strides = re.search(r"spatial_strides\s*=\s*\(([\d, ]+)\)", text)
+        dilations = re.search(r"dilations\s*=\s*\(([\d, ]+)\)", text)
+        found["res5"] = ((int(strides.group(1).split(",")[3]) if strides else 2,
+                          int(dilations.group(1).split(",")[3]) if dilations else 1), src)
+        if m := re.search(r"mode\s*=\s*'(\w+)'", text):
+            found["nl_mode"] = (m.group(1), src)
+        found["nl_scale"] = (value("use_scale", "True") == "True", src)
+        if m := re.search(r"clip_len\s*=\s*(\d+),\s*frame_interval\s*=\s*(\d+)", text):
+            found["clip"] = ((int(m.group(1)), int(m.group(2))), src)
+        if m := re.search(r"(?:ann_file_val|ann_file)\s*=\s*'[^']*?(sthv1|sthv2|kinetics\d+)", text):
+            found["dataset"] = (m.group(1), src)
+    for name, src in ((meta.get("config_name"), "the config name in the checkpoint's meta"),
+                      (meta.get("experiment_name"), "the experiment name in the checkpoint's meta"),
+                      (Path(filename).name, f"the file name {Path(filename).name}")):
+        if not isinstance(name, str) or not Path(name).name.startswith("i3d_"):
+            continue
+        zoo = f"{src} (MMAction2's I3D configs: conv1_stride_t=2, pool1_stride_t=2, pool2; heavy: 1, 1, pool2)"
+        found.setdefault("temporal_strides", ((1, 1, 2) if "heavy" in name else (2, 2, 2), zoo))
+        found.setdefault("res5", ((2, 1), zoo))
+        if m := _I3D_NL_MODE.search(name):
+            found.setdefault("nl_mode", (m.group(1).replace("-", "_"), src))
+            found.setdefault("nl_scale", (False, f"{src} (every non-local I3D config of MMAction2: use_scale=False)"))
+        if m := _I3D_CLIP.search(name):
+            found.setdefault("clip", ((int(m.group(1)), int(m.group(2))), src))
+        if m := _MMACTION_DATASET.search(name):
+            found.setdefault("dataset", (m.group(1), src))
+    return found
+
+
+def _describe_i3d(obj: Mapping, state: Mapping[str, torch.Tensor], keys: Mapping[str, torch.Tensor],
+                  filename: str) -> PeerCheckpoint:
+    """MMAction2's I3D (`ResNet3d`, inflate_style '3x1x1') and I3D-NL recognizers as gdn's
+    `i3d_r50` / `i3d_nl_r50` and the options the file tells (see the module docstring)."""
+    stem = keys["conv1.weight"]
+    if tuple(stem.shape) != (64, 3, 5, 7, 7):
+        raise _unsupported(f"an MMAction2 ResNet3d with a {tuple(stem.shape)} stem (gdn's I3D has MMAction2 "
+                           "I3D's 64 x 5x7x7)", filename)
+    blocks = tuple(len({k.split(".")[1] for k in keys if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+    if blocks != (3, 4, 6, 3) or "layer1.0.conv3.weight" not in keys:
+        raise _unsupported(f"an I3D ResNet with {blocks} blocks per stage (gdn builds the I3D ResNet-50)", filename)
+    if any(k.endswith(".conv2.weight") and v.shape[2] != 1 for k, v in keys.items()):
+        raise _unsupported("an I3D with 3x3x3 kernels (inflate_style '3x3x3'; gdn's I3D keeps them 1x3x3)", filename)
+    inflate = tuple(tuple(int(keys[f"layer{i + 1}.{j}.conv1.weight"].shape[2] == 3) for j in range(n))
+                    for i, n in enumerate(blocks))
+    nonlocal_at = tuple(tuple(j for j in range(n) if f"layer{i + 1}.{j}.nonlocal_block.conv_out.weight" in keys)
+                        for i, n in enumerate(blocks))
+    info = PeerCheckpoint(format="mmaction", model=None, num_classes=keys["fc.weight"].shape[0], i3d=True)
+    info.facts.append(f"an I3D ResNet-50: 5x7x7 stem, 3x1x1 first convs in blocks {inflate} (the tensors)")
+    meta = _i3d_metadata(obj, filename)
+    if inflate != I3D_INFLATE:  # options as lists: they go into a YAML config
+        info.options["inflate"] = [list(f) for f in inflate]
+    if any(nonlocal_at):
+        info.facts.append(f"non-local blocks after blocks {nonlocal_at} (the tensors)")
+        if any(".non_local_block.g." in k and ".theta." not in k for k in state) and not any(
+                ".non_local_block.theta." in k for k in state):
+            raise _unsupported("non-local blocks in 'gaussian' mode (no theta; gdn builds the embedded Gaussian)",
+                               filename)
+        if nonlocal_at != NONLOCAL_BLOCKS:
+            info.options["nonlocal_blocks"] = [list(b) for b in nonlocal_at]
+        if not any(".non_local_block.g.0.conv." in k for k in state):
+            info.options["nonlocal_pool"] = False  # mmcv wraps g and phi with their pool when sub-sampling
+        mode = meta.get("nl_mode")
+        if mode and mode[0] != "embedded_gaussian":
+            raise _unsupported(f"non-local blocks in '{mode[0]}' mode ({mode[1]}; gdn builds the embedded "
+                               "Gaussian)", filename)
+        if meta.get("nl_scale", (False,))[0]:
+            raise _unsupported(f"non-local blocks with use_scale=True ({meta['nl_scale'][1]}; gdn's I3D does not "
+                               "scale the affinities)", filename)
+        if mode:
+            info.facts.append(f"embedded Gaussian non-local blocks ({mode[1]})")
+    if "temporal_strides" not in meta or (any(nonlocal_at) and "nl_mode" not in meta):
+        missing = "its temporal strides" if "temporal_strides" not in meta else "its non-local blocks' mode"
+        info.unknown = (f"the file does not say {missing} (no config text, not a model zoo name): pass "
+                        f"--model {'i3d_nl_r50' if nonlocal_at == NONLOCAL_BLOCKS else 'i3d_r50'} for MMAction2's "
+                        "I3D settings (temporal strides 2, 2, 2; embedded Gaussian non-local blocks)")
+        return info
+    strides, src = meta["temporal_strides"]
+    if strides != (2, 2, 2):
+        info.options["temporal_strides"] = list(strides)
+    (res5_stride, res5_dilation), res5_src = meta["res5"]
+    if (res5_stride, res5_dilation) not in ((2, 1), (1, 2)):
+        raise _unsupported(f"an I3D whose res5 has spatial stride {res5_stride} and dilation {res5_dilation} "
+                           f"({res5_src}; gdn's: stride 2, or 1 dilated by 2)", filename)
+    if res5_stride == 1:
+        info.options["res5_stride"] = 1
+    info.facts.append(f"temporal strides {strides} (stem conv, pool1, pool2), res5 stride {res5_stride} ({src})")
+    if "clip" in meta:
+        (clip_len, interval), clip_src = meta["clip"]
+        meta["frames"] = (clip_len, clip_src)
+        info.sampling = "dense"
+        info.facts.append(f"clips of {clip_len} frames {interval} apart ({clip_src})"
+                          + ("" if interval == 2 else "; gdn's dense sampling takes them 2 apart"))
+    _set_data(info, meta)
+    info.model = "i3d_nl_r50" if nonlocal_at == NONLOCAL_BLOCKS else "i3d_r50"
     return info

@@ -5,6 +5,8 @@ Counting runs on the meta device: no memory, no compute, any model size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -57,3 +59,62 @@ def block_weight_factors(channels: int = 256) -> dict[str, float]:
         weights = sum(p.numel() for n, p in conv.named_parameters() if n.endswith("weight") and p.dim() > 1)
         factors[label] = weights / (channels * channels)
     return factors
+
+
+# Table 2 of the paper: the systems it compares, their published size and cost, and the gdn
+# models that build them. The class counts are the ones that give the paper's parameter counts:
+# 400 (Kinetics) for TSN, TSM, ECO and I3D, 174 (Something-Something) for GDN.
+I3D_SSV1 = {"temporal_strides": (1, 1, 2), "res5_stride": 1}
+"""Wang and Gupta's Something-Something I3D (ECCV 2018): res5 gives 16x14x14 for 32 frames."""
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of Table 2: the paper's figures and the gdn models of the system. Several
+    members form a score ensemble (their parameters and MACs add up); none: no gdn model."""
+
+    method: str
+    frames: str
+    paper_params_m: float
+    paper_gflops: float | None
+    members: tuple[tuple[str, int, dict], ...]
+    num_classes: int = 400
+    size: int = 224
+
+
+TABLE2 = (
+    PaperRow("TSN", "8", 24.3, 33, (("tsn_r50", 8, {}),)),
+    PaperRow("ECO", "8", 47.5, 32, (("eco_full", 8, {}),)),
+    PaperRow("ECO", "16", 47.5, 64, (("eco_full", 16, {}),)),
+    PaperRow("ECO_En Lite", "92", 150, 267, tuple(("eco_lite", f, {}) for f in (16, 20, 24, 32))),
+    PaperRow("I3D", "32 x 2 clips", 28.0, 153, (("i3d_r50", 32, I3D_SSV1),)),
+    PaperRow("NL I3D", "32 x 2 clips", 35.3, 168, (("i3d_nl_r50", 32, I3D_SSV1),)),
+    PaperRow("NL I3D + GCN", "32 x 2 clips", 62.2, None, ()),
+    PaperRow("TSM", "8", 24.3, 33, (("tsm_r50", 8, {}),)),
+    PaperRow("TSM", "16", 24.3, 65, (("tsm_r50", 16, {}),)),
+    PaperRow("TSM_En", "8+16", 48.6, 98, (("tsm_r50", 8, {}), ("tsm_r50", 16, {}))),
+    PaperRow("GDN", "8", 17.7, 26, (("gdn_r50", 8, {}),), num_classes=174),
+    PaperRow("GDN", "16", 17.7, 52, (("gdn_r50", 16, {}),), num_classes=174),
+    PaperRow("GDN_En", "8+16", 35.4, 78, (("gdn_r50", 8, {}), ("gdn_r50", 16, {})), num_classes=174),
+)
+
+
+def table2_rows(methods: set[str] | None = None) -> list[dict]:
+    """Each `TABLE2` row (of `methods`, or all) with our counts: `params` (sum over the members),
+    `gmacs` (per clip, summed over the members), `models` (how to build them); None where there
+    is no model."""
+    rows = []
+    for row in TABLE2:
+        if methods is not None and row.method not in methods:
+            continue
+        profiles = [profile_model(name, frames, row.size, num_classes=row.num_classes, **options)
+                    for name, frames, options in row.members]
+        models = " + ".join(f"{name} {frames}f" + "".join(f" {k}={v}" for k, v in options.items())
+                            for name, frames, options in row.members)
+        rows.append({
+            "method": row.method, "frames": row.frames, "num_classes": row.num_classes, "size": row.size,
+            "paper_params_m": row.paper_params_m, "paper_gflops": row.paper_gflops, "models": models or None,
+            "params": sum(p["params"] for p in profiles) if profiles else None,
+            "gmacs": round(sum(p["gmacs"] for p in profiles), 3) if profiles else None,
+        })
+    return rows

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import typing
 from collections.abc import Callable
 from functools import partial
 
 from torch import nn
 
+from gdn.models.eco import ECO
+from gdn.models.i3d import NONLOCAL_BLOCKS, I3DResNet
 from gdn.models.layers import GDM, TSM, Conv2Plus1d, Maker
 from gdn.models.resnet import VideoResNet
 from gdn.models.weights import imagenet_url, load_weights
 
-_MODELS: dict[str, Callable[..., VideoResNet]] = {}
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 # depth -> (block, blocks per stage)
 RESNET_DEPTHS = {
@@ -27,9 +30,12 @@ RESNET_DEPTHS = {
 }
 # The demo size: trains in minutes on a 2-core CPU.
 TINY = dict(block="basic", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16)
+I3D_TINY = dict(layers=(1, 1, 1, 1), inflate=((1,), (1,), (1,), (1,)), widths=(8, 16, 32, 64), stem_width=16,
+                temporal_strides=(1, 1, 2))
+ECO_TINY_WIDTH = 0.125  # every channel count / 8: the 3D part at 16/32/64 like the tiny ResNets' last stages
 
 
-def register_model(fn: Callable[..., VideoResNet]) -> Callable[..., VideoResNet]:
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     _MODELS[fn.__name__] = fn
     return fn
 
@@ -48,12 +54,14 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
             checkpoint of the TSM repository or MMAction2), an http(s) URL, or "imagenet" for
             torchvision's ResNet weights of the same depth (online). The format is detected
             from the keys (`gdn.models.weights.detect_format`): 2D ResNet weights are sliced and
-            inflated into the temporal convs (section 3.2); the classifier of ImageNet or peer
-            weights for another class count is re-initialised.
-        overrides: keyword arguments of the entrypoint / `VideoResNet` (dropout,
-            zero_init_residual, r_st, r_s, widths, ...). `conv_makers` (one conv maker per
-            stage, or one for all) replaces the family's own makers; r_st / r_s only shape
-            the default GDM maker.
+            inflated into the temporal convs (section 3.2); BN-Inception / ECO weights of the
+            TSN and ECO repositories fill ECO; the classifier of ImageNet or peer weights for
+            another class count is re-initialised.
+        overrides: keyword arguments of the entrypoint and of the class it builds
+            (`VideoResNet`, `I3DResNet`, `ECO`: dropout, zero_init_residual, r_st, r_s, widths,
+            nonlocal_blocks, temporal_strides, ...). For the ResNet families `conv_makers` (one
+            conv maker per stage, or one for all) replaces the family's own makers; r_st / r_s
+            only shape the default GDM maker.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
@@ -65,15 +73,16 @@ def create_model(name: str, num_classes: int = 174, pretrained: str | None = Non
 
 
 def model_options(name: str) -> list[str]:
-    """The keyword arguments `create_model(name, ...)` accepts (its entrypoint's, and
-    `VideoResNet`'s when the entrypoint passes keywords on), for checking a config's
+    """The keyword arguments `create_model(name, ...)` accepts (its entrypoint's, and those of
+    the class it returns when the entrypoint passes keywords on), for checking a config's
     `model.options` before anything is built."""
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
-    params = inspect.signature(_MODELS[name]).parameters
+    entrypoint = _MODELS[name]
+    params = inspect.signature(entrypoint).parameters
     names = {k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        names |= set(inspect.signature(VideoResNet).parameters)
+        names |= set(inspect.signature(typing.get_type_hints(entrypoint)["return"]).parameters)
     return sorted(names - {"num_classes"})
 
 
@@ -151,7 +160,7 @@ def tsm_r101(fold_div: int = 8, **kw) -> VideoResNet:
 
 
 @register_model
-def i3d_r50(**kw) -> VideoResNet:
+def r3d_r50(**kw) -> VideoResNet:
     return _resnet(50, "3d", **kw)
 
 
@@ -189,7 +198,7 @@ def tsm_tiny(**kw) -> VideoResNet:
 
 
 @register_model
-def i3d_tiny(**kw) -> VideoResNet:
+def r3d_tiny(**kw) -> VideoResNet:
     return _tiny("3d", **kw)
 
 
@@ -206,3 +215,49 @@ def gst_tiny(**kw) -> VideoResNet:
 @register_model
 def s3d_tiny(**kw) -> VideoResNet:
     return _tiny(("2d", "2d", "3d", "3d"), **kw)
+
+
+# The non-local paper's I3D ResNet-50 (Table 2's I3D and NL I3D), `i3d.py`.
+@register_model
+def i3d_r50(**kw) -> I3DResNet:
+    """MMAction2's / the non-local paper's Kinetics setting by default; Table 2's setting is
+    `temporal_strides=(1, 1, 2), res5_stride=1` (see `gdn.models.i3d`)."""
+    return I3DResNet(**kw)
+
+
+@register_model
+def i3d_nl_r50(**kw) -> I3DResNet:
+    return I3DResNet(**{"nonlocal_blocks": NONLOCAL_BLOCKS, **kw})
+
+
+@register_model
+def i3d_tiny(**kw) -> I3DResNet:
+    """One bottleneck per stage, every one inflated; the non-local repository's strides for
+    8-frame clips (res2 at T, res3-res5 at T/2)."""
+    return I3DResNet(**{**I3D_TINY, **kw})
+
+
+@register_model
+def i3d_nl_tiny(**kw) -> I3DResNet:
+    return I3DResNet(**{**I3D_TINY, "nonlocal_blocks": ((), (0,), (0,), ()), **kw})
+
+
+# ECO (Zolfaghari et al., ECCV 2018): BN-Inception per frame + a 3D ResNet-18 part, `eco.py`.
+@register_model
+def eco_lite(**kw) -> ECO:
+    return ECO(full=False, **kw)
+
+
+@register_model
+def eco_full(**kw) -> ECO:
+    return ECO(full=True, **kw)
+
+
+@register_model
+def eco_lite_tiny(**kw) -> ECO:
+    return ECO(**{"full": False, "width": ECO_TINY_WIDTH, **kw})
+
+
+@register_model
+def eco_full_tiny(**kw) -> ECO:
+    return ECO(**{"full": True, "width": ECO_TINY_WIDTH, **kw})

@@ -14,13 +14,14 @@ and `gdn train --init-from` (a gdn checkpoint, for fine-tuning). It
 
 Formats: "gdn" (a gdn model's own state dict: identity), "torchvision" (a 2D ResNet under
 torchvision's names; each temporal conv takes its 2D kernel through its `init_from_2d`, paper
-section 3.2), and the peers' video checkpoints, "tsm" (the TSM repository's) and "mmaction"
+section 3.2), the peers' video checkpoints, "tsm" (the TSM repository's) and "mmaction"
 (MMAction2's TSN and TSM recognizers): renamed to torchvision's names, then mapped like
 "torchvision", so a TSN or TSM checkpoint loads exactly into `tsn_r*` / `tsm_r*` and
-initialises GDN by the same 2D rule as ImageNet weights. Adding a format is one filter
-function and one `FORMATS` entry whose `detect` recognises its keys. A filter raises
-`WeightsMismatchError` for what it cannot map; keys it leaves unmapped are reported as
-unexpected (an error for the strict formats: gdn and the peers').
+initialises GDN by the same 2D rule as ImageNet weights, and "bninception" (the TSN / ECO
+repositories' BN-Inception and ECO, for `ECO`). Adding a format is one filter function and one
+`FORMATS` entry whose `detect` recognises its keys. A filter raises `WeightsMismatchError` for
+what it cannot map; keys it leaves unmapped are reported as unexpected (an error for the strict
+formats: gdn and the peers').
 
     report = load_weights(model, "runs/ssv2/best.pt", reset_head=True)
 """
@@ -209,7 +210,79 @@ def torchvision_filter(state_dict: dict[str, torch.Tensor],
         raise WeightsMismatchError(
             "2D kernels that fit no slice or inflation of the model's convs; use weights of the same "
             "ResNet depth and widths" + _listing("mis-shaped", unfit))
+    for name, module in model.named_modules():
+        if getattr(module, "starts_as_identity", False):  # blocks the 2D network lacks (non-local)
+            random_by_design += [f"{name}.{k}" for k in module.state_dict() if f"{name}.{k}" not in out]
     return out, random_by_design
+
+
+# The TSN / ECO repositories' names (Caffe's BN-Inception, ECO's 3D ResNet-18) -> gdn's `ECO`.
+_BNI_STEM = {"conv1_7x7_s2": "conv1", "conv2_3x3_reduce": "conv2_reduce", "conv2_3x3": "conv2"}
+_BNI_BRANCH = {"1x1": "conv_1x1", "3x3_reduce": "conv_3x3_reduce", "3x3": "conv_3x3", "pool_proj": "pool_proj",
+               "double_3x3_reduce": "double_3x3_reduce", "double_3x3_1": "double_3x3_1",
+               "double_3x3_2": "double_3x3_2"}
+_BNI_KEY = re.compile(r"(?P<layer>conv1_7x7_s2|conv2_3x3_reduce|conv2_3x3|inception_(?P<block>\d[a-e])_"
+                      r"(?P<branch>1x1|3x3_reduce|3x3|double_3x3_reduce|double_3x3_[12]|pool_proj))"
+                      r"(?P<bn>_bn)?\.(?P<param>\w+)")
+_ECO3D_KEY = re.compile(r"res(?P<block>[345][ab])_(?P<part>[12]|down|bn|[12]_bn)\.(?P<param>\w+)")
+_ECO3D_NEXT = {"3a": "res3b", "3b": "res4a", "4a": "res4b", "4b": "res5a", "5a": "res5b", "5b": None}
+# Caffe's input: BGR in 0-255 minus this mean (TSN's input_mean, in BGR order).
+CAFFE_MEAN_BGR = (104.0, 117.0, 128.0)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _bninception_key(key: str) -> str | None:
+    """gdn's `ECO` name of a TSN / ECO repository key, or None if it is not one of theirs."""
+    if m := _BNI_KEY.fullmatch(key):
+        layer = _BNI_STEM.get(m["layer"]) or f"inception_{m['block']}.{_BNI_BRANCH[m['branch']]}"
+        return f"{layer}.{'bn' if m['bn'] else 'conv'}.{m['param']}"
+    if key.startswith("res3a_2."):
+        return f"net3d.conv3a.{key.split('.', 1)[1]}"
+    if m := _ECO3D_KEY.fullmatch(key):
+        block, part, param = m["block"], m["part"], m["param"]
+        if part == "bn":  # the BN after block `block`'s sum: the next block's pre-activation
+            nxt = _ECO3D_NEXT[block]
+            return f"net3d.{nxt}.preact.{param}" if nxt else f"net3d.bn_final.{param}"
+        part = {"down": "downsample", "1": "conv1", "2": "conv2", "1_bn": "bn1"}.get(part)
+        return f"net3d.res{block}.{part}.{param}" if part else None
+    return None
+
+
+def bninception_filter(state_dict: dict[str, torch.Tensor],
+                       model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A BN-Inception (TSN's or Cadene's ImageNet weights) or an ECO model of the ECO repository
+    (Kinetics or Something-Something checkpoints, `base_model.` / `new_fc` names) -> gdn's `ECO`.
+
+    Their networks take Caffe's input (BGR, 0-255, `CAFFE_MEAN_BGR` subtracted); gdn's clips are
+    RGB normalised with the ImageNet mean and std. conv1's input channels are put in RGB order
+    and the model's `input_scale` / `input_shift` are set to map one input onto the other, so the
+    converted network computes what the original computes on the same frames. The classifier
+    (`new_fc`, `fc_final`, `fc`, `last_linear`) maps to `fc`. A BN-Inception leaves the 3D part
+    random, by design (the ECO paper starts it from a 3D ResNet-18 trained on Kinetics).
+    """
+    out, unmapped = {}, []
+    for key, value in state_dict.items():
+        key = key.removeprefix("base_model.")
+        head = re.fullmatch(r"(new_fc|fc_final|fc|last_linear)\.(weight|bias)", key)
+        mapped = f"fc.{head[2]}" if head else _bninception_key(key)
+        if mapped is None:
+            unmapped.append(key)
+        else:
+            out[mapped] = value
+    if "conv1.conv.weight" in out:
+        out["conv1.conv.weight"] = out["conv1.conv.weight"].flip(1)  # BGR -> RGB input channels
+        std = torch.tensor(IMAGENET_STD)
+        out["input_scale"] = std * 255
+        out["input_shift"] = torch.tensor(IMAGENET_MEAN) * 255 - torch.tensor(CAFFE_MEAN_BGR[::-1])
+    out.update({k: v for k, v in state_dict.items() if k in unmapped})  # reported as unexpected
+    random_by_design = []
+    if not any(k.startswith("net3d.") for k in out):
+        random_by_design = [k for k in model.state_dict() if k.startswith("net3d.")]
+    return out, random_by_design
+
+
+def _is_bninception(keys: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.removeprefix("base_model.") == "conv1_7x7_s2.weight" for k in keys)
 
 
 # torchvision ResNet names: stem, blocks (convK, bnK, downsample.0/1) and classifier.
@@ -279,6 +352,11 @@ def tsm_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
 _MMACTION_KEY = re.compile(
     r"backbone\.(?:(?P<stem>conv1)|(?P<block>layer\d+\.\d+)\.(?P<part>conv\d|downsample))"
     r"\.(?P<kind>conv|conv\.net|bn)\.(?P<param>\w+)")
+# mmcv's NonLocal3d in an I3D block: theta / phi / g (phi and g wrapped with their max-pool when
+# sub-sampled), conv_out with its BatchNorm.
+_MMACTION_NONLOCAL = re.compile(
+    r"backbone\.(?P<block>layer\d+\.\d+)\.non_local_block\."
+    r"(?:(?P<conv>theta|phi|g)(?:\.0)?\.conv|conv_out\.(?P<out>conv|bn))\.(?P<param>\w+)")
 # MMAction2's data preprocessor normalises with ImageNet's mean and std x 255, as gdn does.
 _MMACTION_NORM = {"data_preprocessor.mean": (123.675, 116.28, 103.53),
                   "data_preprocessor.std": (58.395, 57.12, 57.375)}
@@ -291,10 +369,12 @@ def mmaction_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
     Its ResNet wraps each conv with its BatchNorm (`ConvModule`): `backbone.conv1.conv.*` ->
     `conv1.*`, `backbone.conv1.bn.*` -> `bn1.*`, `backbone.layerX.Y.convN.conv.*` ->
     `layerX.Y.convN.*` (TSM: `conv1.conv.net.*`, `.net` being the shift wrapper), `...convN.bn.*`
-    -> `...bnN.*`, `downsample.conv/bn` -> `downsample.0/1`, `cls_head.fc_cls.*` -> `fc.*`. The
-    data preprocessor's mean and std (kept by unpublished checkpoints) are dropped when they are
-    ImageNet's, an error otherwise. Keys of other networks (I3D's 3D stem, non-local blocks,
-    other heads) keep their names, so that loading them fails.
+    -> `...bnN.*`, `downsample.conv/bn` -> `downsample.0/1`, `cls_head.fc_cls.*` -> `fc.*`; the
+    non-local blocks of its I3D (`...non_local_block.theta.conv.*`, `phi.0.conv.*`, `g.0.conv.*`,
+    `conv_out.conv/bn.*`) -> `...nonlocal_block.theta.*`, ..., `conv_out.*`, `bn_out.*`. The data
+    preprocessor's mean and std (kept by unpublished checkpoints) are dropped when they are
+    ImageNet's, an error otherwise. Keys of other networks (other heads, other blocks) keep their
+    names, so that loading them fails.
     """
     renamed, shifted = {}, set()
     for k, v in state_dict.items():
@@ -305,6 +385,10 @@ def mmaction_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
             continue
         if k.startswith("cls_head.fc_cls."):
             renamed["fc." + k.removeprefix("cls_head.fc_cls.")] = v
+            continue
+        if nl := _MMACTION_NONLOCAL.fullmatch(k):
+            part = nl["conv"] or {"conv": "conv_out", "bn": "bn_out"}[nl["out"]]
+            renamed[f"{nl['block']}.nonlocal_block.{part}.{nl['param']}"] = v
             continue
         m = _MMACTION_KEY.fullmatch(k)
         if m is None or (m["kind"] == "conv.net" and m["part"] != "conv1"):
@@ -335,8 +419,19 @@ def tsm_filter(state_dict: dict[str, torch.Tensor], model: nn.Module) -> tuple[d
 
 def mmaction_filter(state_dict: dict[str, torch.Tensor],
                     model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """MMAction2's TSN and TSM recognizers: `mmaction_keys`, then `_peer_filter`."""
-    return _peer_filter(*mmaction_keys(state_dict), model)
+    """MMAction2's TSN, TSM and I3D recognizers: `mmaction_keys`, then `_peer_filter`.
+
+    Its I3D (`ResNet3d`) stores every conv as a Conv3d: the 5x7x7 stem and the 3x1x1 convs
+    load as they are into gdn's 3D convs; a kernel one frame long (1x1x1, 1x3x3) loads into the
+    per-frame 2D conv of the same place, its time axis dropped. A 1-frame kernel where gdn's
+    conv is 3D (another inflation pattern) stays mis-shaped: an error, never an inflation.
+    """
+    out, random_by_design = _peer_filter(*mmaction_keys(state_dict), model)
+    target = model.state_dict()
+    for k, v in out.items():
+        if v.dim() == 5 and v.shape[2] == 1 and k in target and target[k].dim() == 4:
+            out[k] = v.squeeze(2)
+    return out, random_by_design
 
 
 @dataclass(frozen=True)
@@ -365,6 +460,12 @@ FORMATS: dict[str, WeightsFormat] = {
         expects="a 2D ResNet state dict under torchvision's names (conv1.weight, layer1.0.conv1.weight, fc.weight)",
         hint="2D ResNet weights of another depth or width? use weights of the same ResNet depth",
     ),
+    "bninception": WeightsFormat(
+        _is_bninception, bninception_filter, strict=False, head_may_differ=True,
+        expects="BN-Inception / ECO under the TSN and ECO repositories' names (conv1_7x7_s2.weight, "
+                "inception_3a_1x1_bn.running_mean, res3a_2.weight)",
+        hint="an ECO of another width, or a BN-Inception of another layout?",
+    ),
     "gdn": WeightsFormat(
         _is_video_resnet, gdn_filter,
         expects="the state dict of a gdn model (conv1.weight, layer1.0.conv2.st.weight, fc.weight)",
@@ -379,9 +480,9 @@ FORMATS: dict[str, WeightsFormat] = {
     ),
     "mmaction": WeightsFormat(
         lambda sd: "backbone.conv1.conv.weight" in sd, mmaction_filter, head_may_differ=True,
-        expects="MMAction2 TSN/TSM recognizer keys (backbone.conv1.conv.weight, backbone.layer1.0.conv1.bn.weight, "
+        expects="MMAction2 TSN/TSM/I3D recognizer keys (backbone.conv1.conv.weight, backbone.layer1.0.conv1.bn.weight, "
                 "cls_head.fc_cls.weight)",
-        hint="an MMAction2 recognizer of another backbone (I3D, non-local, ...) or depth?",
+        hint="an MMAction2 recognizer of another backbone (SlowFast, X3D, ...), depth or I3D inflation pattern?",
     ),
 }
 """Source formats by name; `detect_format` tries them in this order."""
@@ -420,7 +521,8 @@ class WeightsReport:
 def imagenet_url(depth: int | None) -> str:
     """torchvision's ImageNet weights of a ResNet of `depth` (for `pretrained="imagenet"`)."""
     if depth not in IMAGENET_URLS:
-        raise ValueError(f"no ImageNet weights for this model (depth {depth}); pass a state dict file")
+        raise WeightsMismatchError("no ImageNet weights URL for this model (only for ResNets of depth "
+                                   f"{', '.join(map(str, IMAGENET_URLS))}); pass a state dict file")
     return IMAGENET_URLS[depth]
 
 
