@@ -1,9 +1,13 @@
-"""Test media made by the tests themselves: recognisable frames and videos written with PyAV.
+"""Test media made by the tests themselves: recognisable frames and videos written with PyAV;
+and `FOOTAGE`, the folder of the short real recordings the tests cut clips from
+(tests/fixtures/footage/README.md says where they come from).
 
 Importable from any test (`from media import ...`: pyproject puts tests/ on the path).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import av
 import numpy as np
@@ -11,6 +15,7 @@ import numpy as np
 from gdn.data.decode import read_frames
 
 H, W = 32, 48
+FOOTAGE = Path(__file__).parent / "fixtures" / "footage"
 
 # (suffix, encoder, pix_fmt, options): all lossless for RGB input
 LOSSLESS = {

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("test", "evaluate a checkpoint: top-1, top-5, mean class accuracy"),
     "ensemble": ("ensemble", "average the saved softmax scores of several models"),
     "predict": ("predict", "top-k classes of video files or frame folders"),
+    "features": ("features", "pooled pre-classifier embeddings of videos, per video or per window"),
     "profile": ("profile", "parameters and GMACs of models; Table 1 of the paper"),
     "bench": ("bench", "training and inference speed side by side with tsn_r50"),
     "export": ("export", "export a checkpoint to ONNX and check it against onnxruntime"),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from gdn.data.annotations import DATASETS
 from gdn.data.datasets import build_dataset
 from gdn.data.loader import build_loader
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -35,7 +36,7 @@ HELP = "evaluate a checkpoint (top-1, top-5, mean class accuracy) on a labelled 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .pt file written by `gdn train`")
-    p.add_argument("--dataset", choices=("ssv1", "ssv2", "list"), help="default: the checkpoint's")
+    p.add_argument("--dataset", choices=DATASETS, help="default: the checkpoint's")
     p.add_argument("--data-root", help="default: the checkpoint's data.root")
     p.add_argument("--split", help="train | validation | test (default: the checkpoint's data.val_split)")
     p.add_argument("--list-file", help="annotation list for --dataset list (default: the checkpoint's val_list)")

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gdn.data.annotations import Annotations, Entry
 from gdn.data.datasets import VideoDataset
-from gdn.data.decode import DecodeError, count_frames, read_frames
+from gdn.data.decode import VIDEO_SUFFIXES, DecodeError, count_frames, read_frames
 from gdn.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gdn.engine.distributed import resolve_device
 from gdn.engine.evaluate import score_clips
@@ -31,8 +31,6 @@ from gdn.models.fast import compile_for_inference
 log = logging.getLogger(__name__)
 
 __all__ = ["VIDEO_SUFFIXES", "Prediction", "Predictor", "expand_inputs", "read_all_frames", "write_overlay"]
-
-VIDEO_SUFFIXES = (".webm", ".mp4", ".avi", ".mkv", ".mov", ".m4v")
 
 
 @dataclass
