@@ -83,8 +83,8 @@ from gdn.models.registry import model_options
 log = logging.getLogger(__name__)
 
 # What a run writes into its folder; a folder holding one of the first three holds a run.
-RUN_FILES = (LAST, BEST, "metrics.jsonl", LAST_PREV, "config.yaml", "curves.png", "tb", "split-train.txt",
-             "split-val.txt")
+# (A folder dataset's split-*.txt stay: the config of the run being replaced may point at them.)
+RUN_FILES = (LAST, BEST, "metrics.jsonl", LAST_PREV, "config.yaml", "curves.png", "tb")
 
 
 class NonFiniteLossError(GdnError, RuntimeError):
