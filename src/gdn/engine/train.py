@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gdn.config import RECIPES, Config, ConfigError
+from gdn.config import RECIPES, Config, ConfigError, TrainConfig
 from gdn.data.annotations import folder_has_splits, read_folder, split_by_class, write_split_list
 from gdn.data.augment import mix_batch
 from gdn.data.datasets import TooManyBadSamples, VideoDataset, build_dataset, check_bad_fraction
@@ -225,7 +225,7 @@ def freeze_stages(model: nn.Module, stages: int) -> list[nn.Module]:
     return [bn for module in frozen for bn in module.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
 
 
-def frozen_batchnorms(model: nn.Module, t) -> list[nn.Module]:
+def frozen_batchnorms(model: nn.Module, t: TrainConfig) -> list[nn.Module]:
     """Apply `train.freeze_stages` and `train.partial_bn`; the BatchNorms that must stay in eval mode."""
     frozen = freeze_stages(model, t.freeze_stages) if t.freeze_stages >= 0 else []
     if t.partial_bn:
