@@ -67,7 +67,7 @@ class DataConfig:
     max_bad_fraction: float = 0.01
     cache_dir: str | None = None  # frame counts of webm files (default: the run folder)
     randaugment: int = 0  # RandAugment ops per training clip, the same for all its frames (0: off)
-    randaugment_magnitude: int = 7  # 0-10; n=4, m=7 is SlowFast's MViT and MMAction2's TSM setting
+    randaugment_magnitude: int = 7  # 0-10; n=4, m=7 is SlowFast's and VideoMAE's rand-m7-n4
 
 
 @dataclass
@@ -116,7 +116,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": {"train.lr": 0.02, "train.base_batch_size": 48, "train.batch_size": 48, "train.schedule": "step",
                  "train.warmup_epochs": 0.0, "train.weight_decay": 5e-4, "model.dropout": 0.5},
     # From random weights: the demo's recipe, measured on synthetic data and on a folder of real
-    # footage, where the one above ends far lower in the same 40 epochs (docs/results.md, "Recipes").
+    # footage against the one above (docs/results.md, "Your own videos: recipes and augmentation").
     "scratch": {"train.lr": 0.05, "train.base_batch_size": 16, "train.batch_size": 16, "train.schedule": "cosine",
                 "train.warmup_epochs": 1.0, "train.weight_decay": 1e-4, "model.dropout": 0.2},
 }

@@ -9,8 +9,9 @@ identical frames (tests/data/test_augment.py checks every operation).
   ``(C, T, H, W)`` training crop (``data.randaugment`` ops at ``data.randaugment_magnitude``,
   0-10). Statistics an operation needs (AutoContrast's range, Equalize's histogram, Contrast's
   mean) are taken over the whole clip, not per frame. MMAction2 reports +2.0 to +2.4 top-1 for
-  TSM-R50 on Something-Something V1 from label-aware flip plus RandAugment (n=4, m=7);
-  SlowFast's MViT recipe uses the same n and m. Our own measurements are in docs/results.md.
+  TSM-R50 on Something-Something V1 from label-aware flip plus RandAugment (imgaug's default
+  list); SlowFast and VideoMAE train with n=4 ops at magnitude 7 (timm's "rand-m7-n4"), the
+  magnitude this project defaults to. Our own measurements are in docs/results.md.
 - :func:`mix_batch` (Mixup, Zhang et al., 2018; CutMix, Yun et al., 2019) runs in the training
   loop on the normalised batch: each clip is mixed with the clip at the mirrored position of the
   batch, with one ``lam ~ Beta(alpha, alpha)`` per batch and, for CutMix, one box for every
