@@ -21,7 +21,8 @@ and bigbuckbunny.mp4 (1280x720, 132; rendered animation).
 - `run` trains every (dataset, condition, seed) with the `gdn train` command line a user would
   type, `--dataset folder --data-root ROOT --model gdn_tiny --frames 8 --size 48 --epochs 40`
   plus the condition's flags, one after the other, and writes `OUT/results.json` and a
-  markdown table of the final validation top-1 (mean and per seed). Finished runs are reused.
+  markdown table of the final validation top-1 (mean ± standard deviation, and per seed).
+  Finished runs are reused, so the same command prints the table again.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CONDITIONS = {
     "scratch": [],  # nothing but frames, size and epochs: the recipe is "auto" -> scratch
     "finetune": ["--recipe", "finetune"],  # the paper's fine-tuning recipe, on random weights
     "randaugment": ["--set", "data.randaugment=4"],  # n=4, m=7 (the default magnitude)
+    "randaugment-mild": ["--set", "data.randaugment=2", "data.randaugment_magnitude=5"],
     "mixup": ["--set", "train.mixup=0.8"],
     "cutmix": ["--set", "train.cutmix=1.0"],
 }
@@ -139,7 +141,8 @@ def table(results: dict, data: dict, conditions: list[str], seeds: list[int]) ->
         for name in data:
             vals = [results["runs"].get(f"{name}/{cond}/{s}", {}).get("top1") for s in seeds]
             vals = [v for v in vals if v is not None]
-            cells.append(f"{np.mean(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})" if vals else "-")
+            cells.append(f"{np.mean(vals):.1f} ± {np.std(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})"
+                         if vals else "-")
         lines.append(f"| {cond} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
