@@ -178,6 +178,7 @@ def make_config(spec: RunSpec, seed: int, s: Settings, data_root: Path, out: Pat
         f"train.seed={seed}", f"train.eval_every={s.epochs}",  # validate once, at the end
         f"out={out}", "device=cpu",
     ])
+    cfg.resolve_recipe()  # what train() will run, also in results.json's "recipe"
     return cfg
 
 

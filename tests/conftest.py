@@ -1,12 +1,14 @@
 """Shared test helpers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from gdn.models import create_model
-from media import COLOURS, StreamServer, colour_frames, mpegts
+from media import COLOURS, FOOTAGE, StreamServer, colour_frames, mpegts
 
 
 def _model_with_bn_statistics(name: str, **options) -> nn.Module:
@@ -139,3 +141,40 @@ def serve(colour_stream):
     yield start
     for s in servers:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def footage_folder(tmp_path_factory) -> Path:
+    """A folder dataset of real footage (`gdn.data.footage`, sources in tests/fixtures/footage):
+    6 classes x 3 clips of 8 frames at 32x40, `ROOT/<class>/`, every third clip a JPEG folder."""
+    from gdn.data.footage import write_camera_folder
+
+    root = tmp_path_factory.mktemp("footage")
+    write_camera_folder(sorted(FOOTAGE.glob("*.mp4")), root, per_class=3, frames=8, height=32, width=40,
+                        frame_folder_every=3, short_side=64)
+    return root
+
+
+def _footage_config(root: Path, out: Path, **train):
+    from gdn.config import Config
+
+    return Config.from_dict({
+        "model": {"name": "gdn_tiny"},
+        "data": {"dataset": "folder", "root": str(root), "frames": 4, "size": 32, "workers": 0},
+        "train": {"epochs": 1, "batch_size": 4, **train}, "out": str(out), "device": "cpu",
+    })
+
+
+@pytest.fixture(scope="session")
+def footage_config():
+    """`footage_config(root, out, **train)`: gdn_tiny on `footage_folder`, 4 frames at 32 px,
+    one epoch of batch 4, on the CPU without loader workers; `train` overrides train keys."""
+    return _footage_config
+
+
+@pytest.fixture(scope="session")
+def footage_checkpoint(footage_folder, tmp_path_factory) -> Path:
+    """`last.pt` of one epoch of gdn_tiny on `footage_folder` (the scratch recipe)."""
+    from gdn.engine.train import train
+
+    return Path(train(_footage_config(footage_folder, tmp_path_factory.mktemp("footage_run")))["last"])

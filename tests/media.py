@@ -1,4 +1,6 @@
-"""Test media made by the tests themselves: recognisable frames and videos written with PyAV.
+"""Test media made by the tests themselves: recognisable frames and videos written with PyAV;
+and `FOOTAGE`, the folder of the short real recordings the tests cut clips from
+(tests/fixtures/footage/README.md says where they come from).
 
 Importable from any test (`from media import ...`: pyproject puts tests/ on the path).
 """
@@ -22,6 +24,7 @@ from PIL import Image
 from gdn.data.decode import read_frames
 
 H, W = 32, 48
+FOOTAGE = Path(__file__).parent / "fixtures" / "footage"
 
 # Grey-level datasets: every frame's grey level encodes (video, frame), see `pixel` and `which`.
 CLASSES = ["Holding something", "Pushing something from left to right",

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gdn.cli import main
-from gdn.config import Config, ConfigError, TrainConfig
+from gdn.config import RECIPES, Config, ConfigError, TrainConfig
 from gdn.models import list_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +24,44 @@ def test_defaults_are_the_paper_recipe():
     cfg.train.batch_size, cfg.train.accumulate = 16, 3
     assert cfg.effective_batch_size(world_size=4) == 192
     assert cfg.scaled_lr(world_size=4) == pytest.approx(0.02 * 192 / 48)
+
+
+def test_recipe_follows_the_weights_and_explicit_keys_win(tmp_path):
+    # the finetune recipe is the paper's: the defaults themselves
+    default = Config()
+    assert {k: getattr(getattr(default, k.split(".")[0]), k.split(".")[1]) for k in RECIPES["finetune"]} == RECIPES["finetune"]
+    assert RECIPES["scratch"].keys() == RECIPES["finetune"].keys()
+
+    scratch = Config()
+    assert scratch.resolve_recipe() == RECIPES["scratch"]  # no weights: every key from the scratch recipe
+    t = scratch.train
+    assert (t.recipe, t.lr, t.base_batch_size, t.batch_size, t.schedule, t.warmup_epochs, t.weight_decay,
+            scratch.model.dropout) == ("scratch", 0.05, 16, 16, "cosine", 1.0, 1e-4, 0.2)
+    for weights in (["model.pretrained=imagenet"], ["model.init_from=run/best.pt"]):
+        cfg = Config().apply_overrides(weights)
+        cfg.resolve_recipe()
+        assert cfg.train.recipe == "finetune" and (cfg.train.lr, cfg.train.schedule) == (0.02, "step")
+        assert cfg.train.fc_lr_mult == 1.0  # ImageNet, or the same classes: one lr
+    new_head = Config().apply_overrides(["model.init_from=run/best.pt", "model.reset_head=true"])
+    new_head.resolve_recipe()
+    assert new_head.train.fc_lr_mult == 5.0  # a new head on a video checkpoint learns 5x faster
+
+    # keys set in a file, an override or in code keep their values, even the defaults' values
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.02\n  schedule: step\n")
+    cfg = Config.from_yaml(f).apply_overrides(["train.batch_size=48"])
+    cfg.model.dropout = 0.3
+    assert cfg.resolve_recipe() == {"train.base_batch_size": 16, "train.warmup_epochs": 1.0,
+                                    "train.weight_decay": 1e-4}
+    assert (cfg.train.lr, cfg.train.schedule, cfg.train.batch_size, cfg.model.dropout) == (0.02, "step", 48, 0.3)
+    # the resolved config, saved and read back, resolves to itself; an explicit recipe is kept
+    again = Config.from_dict(cfg.to_dict())
+    assert again.resolve_recipe() == {} and again == cfg
+    forced = Config().apply_overrides(["train.recipe=finetune"])
+    forced.resolve_recipe()
+    assert forced == Config().apply_overrides(["train.recipe=finetune"])
+    with pytest.raises(ConfigError, match="train.recipe='fast' is not one of: auto, scratch, finetune"):
+        Config().apply_overrides(["train.recipe=fast"])
 
 
 def test_yaml_load_and_typed_values(tmp_path):
@@ -100,6 +138,8 @@ def test_round_trip_dict_and_yaml(tmp_path):
     cfg = Config().apply_overrides(["model.name=tsm_tiny", "model.options.r_st=0.5", "train.lr_steps=[5]",
                                     "data.short_side=80", "train.clip_grad=null"])
     d = cfg.to_dict()
+    assert d["train"]["recipe"] == "scratch" and cfg.train.recipe == "auto"  # saved resolved, the config untouched
+    cfg.resolve_recipe()
     assert yaml.safe_load(yaml.safe_dump(d)) == d
     assert Config.from_dict(d) == cfg
     cfg.save_yaml(tmp_path / "config.yaml")
@@ -108,9 +148,17 @@ def test_round_trip_dict_and_yaml(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_hold_only_what_differs_from_the_defaults(path):
+    """The defaults of a key the recipe sets are the recipe's: the one the file's weights choose."""
     cfg = Config.from_yaml(path)
     raw = yaml.safe_load(path.read_text())
     default = Config().to_dict()
+    with_weights = Config()
+    with_weights.model.pretrained = raw.get("model", {}).get("pretrained")
+    with_weights.model.init_from = raw.get("model", {}).get("init_from")
+    with_weights.resolve_recipe()
+    for key in RECIPES["scratch"]:
+        section, name = key.split(".")
+        default[section][name] = getattr(getattr(with_weights, section), name)
     for section, value in raw.items():
         if isinstance(value, dict):
             same = [k for k, v in value.items() if default[section][k] == v]

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensemble": ("ensemble", "average the saved softmax scores of several models"),
     "predict": ("predict", "top-k classes of videos, of the windows of long videos, or of a live stream"),
     "explain": ("explain", "Grad-CAM per frame and a frame-order test: where and when the model looked"),
+    "features": ("features", "pooled pre-classifier embeddings of videos, per video or per window"),
     "profile": ("profile", "parameters and GMACs of models; Table 1 of the paper"),
     "bench": ("bench", "training and inference speed side by side with tsn_r50"),
     "export": ("export", "export a checkpoint to ONNX and check it against onnxruntime"),

@@ -3,8 +3,12 @@ command line (`--set train.lr=0.01`).
 
 The defaults are the paper's recipe (section 3.2): SGD momentum 0.9, lr 0.02 at batch 48 (scaled
 linearly to the effective batch), weight decay 5e-4, 40 epochs, lr x0.1 at epochs 20 and 30,
-dropout 0.5. The resolved config is written beside every run (`config.yaml`) and inside every
-checkpoint, so a checkpoint alone can rebuild its model.
+dropout 0.5. That recipe fine-tunes pretrained weights; a network that starts from random
+weights learns with another one (`RECIPES`): `train.recipe: auto` (the default) picks "scratch"
+when neither `model.pretrained` nor `model.init_from` is set and "finetune" otherwise, and
+`Config.resolve_recipe` fills in the recipe's values for every key the user did not set. The
+resolved config is written beside every run (`config.yaml`) and inside every checkpoint, so a
+checkpoint alone can rebuild its model.
 
     cfg = Config.from_yaml("configs/sthv1/gdn_r50_8f.yaml")
     cfg.apply_overrides(["train.lr=0.01", "model.options.r_st=0.5"])
@@ -51,13 +55,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "ssv1"  # ssv1 | ssv2 | list
+    dataset: str = "ssv1"  # ssv1 | ssv2 | list | folder (ROOT/<class name>/<video or frame folder>)
     root: str = "data/something-something-v1"
     train_split: str = "train"
     val_split: str = "validation"
-    # list datasets, relative to root; default <root>/train.txt and val.txt or validation.txt
+    # list datasets, relative to root; default <root>/train.txt and val.txt or validation.txt;
+    # folder datasets: lines <class>/<video>
     train_list: str | None = None
     val_list: str | None = None
+    val_fraction: float = 0.2  # folder datasets without train/val folders or lists: held out per class
+    split_seed: int = 0  # the seed of that split (written to the run folder: split-train.txt, split-val.txt)
     classes_file: str | None = None  # relative to root; default: the classes are "0", "1", ...
     frames: int = 8
     size: int = 224
@@ -69,10 +76,13 @@ class DataConfig:
     workers: int | None = None  # loader processes; None: the CPUs available (gdn.data.loader.default_workers)
     max_bad_fraction: float = 0.01
     cache_dir: str | None = None  # frame counts of webm files (default: the run folder)
+    randaugment: int = 0  # RandAugment ops per training clip, the same for all its frames (0: off)
+    randaugment_magnitude: int = 7  # 0-10; n=4, m=7 is SlowFast's and VideoMAE's rand-m7-n4
 
 
 @dataclass
 class TrainConfig:
+    recipe: str = "auto"  # auto | scratch | finetune: see RECIPES; the run's config holds the resolved name
     epochs: int = 40
     batch_size: int = 48  # per process
     lr: float = 0.02  # at base_batch_size; scaled linearly to batch_size * world_size * accumulate
@@ -87,7 +97,11 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | none
     channels_last: bool = True  # CUDA only
     partial_bn: bool = False  # freeze every BatchNorm but the first (TSN)
-    fc_lr_mult: float = 1.0  # 5 in the TSM recipe
+    freeze_stages: int = -1  # fine-tuning: N >= 0 freezes the stem and the first N stages (BatchNorm too)
+    fc_lr_mult: float = 1.0  # the classifier's lr multiple: 5 in the TSM recipe and for a new head
+    balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class-weighted loss)
+    mixup: float = 0.0  # Beta(alpha, alpha) of Mixup between the clips of a batch (0: off)
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix, one box for every frame (0: off; both: one per batch)
     accumulate: int = 1  # micro-batches per optimizer step
     sync_bn: bool = False
     seed: int = 0
@@ -97,11 +111,28 @@ class TrainConfig:
 
 # The values a few string fields may take; checked on load so a typo fails before training starts.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("ssv1", "ssv2", "list"),
+    "data.dataset": ("ssv1", "ssv2", "list", "folder"),
     "data.flip": ("label", "naive", "none"),
+    "train.recipe": ("auto", "scratch", "finetune"),
     "train.schedule": ("step", "cosine"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
+    "train.balance": ("none", "sampler", "loss"),
 }
+
+# The training recipes `train.recipe` chooses between; `Config.resolve_recipe` sets these keys
+# unless the user set them. Both list the same keys, so that either recipe fully replaces the other.
+RECIPES: dict[str, dict[str, Any]] = {
+    # The paper's (section 3.2), for a network that starts from pretrained weights: the defaults.
+    "finetune": {"train.lr": 0.02, "train.base_batch_size": 48, "train.batch_size": 48, "train.schedule": "step",
+                 "train.warmup_epochs": 0.0, "train.weight_decay": 5e-4, "model.dropout": 0.5},
+    # From random weights: the demo's recipe, measured on synthetic data and on a folder of real
+    # footage against the one above (docs/results.md, "Your own videos: recipes and augmentation").
+    "scratch": {"train.lr": 0.05, "train.base_batch_size": 16, "train.batch_size": 16, "train.schedule": "cosine",
+                "train.warmup_epochs": 1.0, "train.weight_decay": 1e-4, "model.dropout": 0.2},
+}
+# A new classifier on a video checkpoint (init_from + reset_head) learns at 5x the backbone's lr,
+# as TSM does when it fine-tunes onto another dataset (its `fc_lr5`).
+NEW_HEAD_FC_LR_MULT = 5.0
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
@@ -112,6 +143,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/default"  # the run folder: config.yaml, checkpoints, metrics, curves
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        # Keys ("train.lr") given in a file, a dict or an override: a recipe never changes them.
+        self._explicit: set[str] = set()
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -170,14 +205,50 @@ class Config:
 
     # ---------------------------------------------------------------- output
     def to_dict(self) -> dict:
-        """Plain data (dicts, lists, numbers, strings): safe for YAML and `torch.load(weights_only=True)`."""
-        return dataclasses.asdict(self)
+        """Plain data (dicts, lists, numbers, strings): safe for YAML and `torch.load(weights_only=True)`.
+
+        The recipe is resolved in what is returned (`resolve_recipe`, on a copy): every key a
+        saved config holds counts as set when it is read back, so it must hold the values this
+        config runs with, not the defaults the recipe would have replaced.
+        """
+        resolved = copy.deepcopy(self)
+        resolved.resolve_recipe()
+        return dataclasses.asdict(resolved)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml())
+
+    # ---------------------------------------------------------------- the recipe
+    def is_explicit(self, key: str) -> bool:
+        """Whether the user chose `key` ("section.key"): set in a file, dict or override, or
+        assigned in code to something other than its default."""
+        section, name = key.split(".")
+        default = getattr(type(getattr(self, section))(), name)
+        return key in self._explicit or getattr(getattr(self, section), name) != default
+
+    def resolve_recipe(self) -> dict[str, Any]:
+        """Resolve `train.recipe` and apply it: "auto" becomes "finetune" when the model starts
+        from weights (`model.pretrained` or `model.init_from`) and "scratch" otherwise; the
+        recipe's values (`RECIPES`) replace those of every key the user did not set. Idempotent.
+
+        Returns the keys the recipe set, with their values (for the log).
+        """
+        m, t = self.model, self.train
+        name = t.recipe if t.recipe != "auto" else ("finetune" if m.pretrained or m.init_from else "scratch")
+        values = dict(RECIPES[name])
+        if name == "finetune" and m.init_from and m.reset_head:
+            values["train.fc_lr_mult"] = NEW_HEAD_FC_LR_MULT
+        applied = {}
+        for key, value in values.items():
+            if not self.is_explicit(key):
+                section, field_name = key.split(".")
+                setattr(getattr(self, section), field_name, value)
+                applied[key] = value
+        t.recipe = name
+        return applied
 
     # ---------------------------------------------------------------- derived values
     def effective_batch_size(self, world_size: int = 1) -> int:
@@ -196,6 +267,7 @@ class Config:
         except ConfigError:
             for f in dataclasses.fields(self):
                 setattr(self, f.name, getattr(before, f.name))
+            self._explicit = before._explicit
             raise
 
     def _update_unchecked(self, d: dict, source: str | None, lines: dict[str, int] | None) -> None:
@@ -218,6 +290,7 @@ class Config:
                     if isinstance(old, dict) and sub == "options":
                         subvalue = _merge_options(old, subvalue, _loc(where, lines, name), name)
                     setattr(current, sub, _coerce(subvalue, _field_types(type(current))[sub], name, _loc(where, lines, name)))
+                    self._explicit.add(name)
             else:
                 setattr(self, key, _coerce(value, _field_types(Config)[key], key, _loc(where, lines, key)))
         self._validate(where)
@@ -256,6 +329,16 @@ class Config:
             )
         if self.data.workers is not None and self.data.workers < 0:
             raise ConfigError(f"{where}: data.workers={self.data.workers} must be 0 or more")
+        if not 0 < self.data.val_fraction < 1:
+            raise ConfigError(f"{where}: data.val_fraction={self.data.val_fraction} must be between 0 and 1")
+        if not 0 <= self.data.randaugment_magnitude <= 10 or self.data.randaugment < 0:
+            raise ConfigError(f"{where}: data.randaugment={self.data.randaugment} must be 0 or more and "
+                              f"data.randaugment_magnitude={self.data.randaugment_magnitude} within 0-10")
+        if self.train.freeze_stages < -1:
+            raise ConfigError(f"{where}: train.freeze_stages={self.train.freeze_stages} must be -1 (nothing frozen) "
+                              "or N >= 0 (the stem and the first N stages)")
+        if self.train.mixup < 0 or self.train.cutmix < 0:
+            raise ConfigError(f"{where}: train.mixup and train.cutmix must be 0 (off) or a Beta alpha > 0")
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -63,7 +63,9 @@ def write_config(root, out, **train) -> str:
         "model": {"name": "gdn_tiny"},
         "data": {"dataset": "ssv2", "root": str(root / "data"), "frames": 4, "size": 32, "workers": 0},
         # 12 videos, 2 per batch and process: 3 steps per epoch on each rank
-        "train": {"epochs": 1, "batch_size": 2, "base_batch_size": 4, "lr": 0.05, "sync_bn": True, **train},
+        # a constant lr through the one epoch (step schedule, no warm-up): its scaled value is checked
+        "train": {"epochs": 1, "batch_size": 2, "base_batch_size": 4, "lr": 0.05, "schedule": "step",
+                  "warmup_epochs": 0, "sync_bn": True, **train},
         "out": str(out), "device": "cpu",
     })
     path = root / f"{out.name}.yaml"

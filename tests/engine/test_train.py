@@ -40,7 +40,7 @@ def make_cfg(root, out, **train_options) -> Config:
         "model": {"name": "gdn_tiny", "dropout": 0.5},
         "data": {"dataset": "ssv2", "root": str(root), "frames": 4, "size": 32, "workers": 0},
         # 3 batches per epoch; warm-up over half an epoch and a step at epoch 1 exercise the schedule
-        "train": {"epochs": 2, "batch_size": 4, "base_batch_size": 4, "lr": 0.05, "lr_steps": [1],
+        "train": {"epochs": 2, "batch_size": 4, "base_batch_size": 4, "lr": 0.05, "schedule": "step", "lr_steps": [1],
                   "warmup_epochs": 0.5, **train_options},
         "out": str(out), "device": "cpu",
     })

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from gdn.data.annotations import DATASETS, AnnotationError, Annotations, Entry, read_annotations
+from gdn.data.annotations import DATASETS, AnnotationError, Annotations, Entry, folder_has_splits, read_annotations
 from gdn.data.decode import (DecodeError, FrameCountCache, count_frames_cached, frame_number_gaps,
                              list_frame_files, read_frames)
 from gdn.errors import GdnError, UsageError
@@ -35,11 +35,13 @@ class NothingChecked(GdnError):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--root", required=True, type=Path, help="folder with annotations and videos")
-    p.add_argument("--split", action="append", choices=["train", "val", "validation", "test"],
-                   help="split to check (repeatable; default: every split whose file exists)")
+    p.add_argument("--split", action="append", choices=["train", "val", "validation", "test", "all"],
+                   help="split to check (repeatable; default: every split whose file exists; "
+                        "folder datasets without train/val folders: all)")
     p.add_argument("--label-order", default="sorted", choices=["sorted", "csv"], help="ssv1 only")
     p.add_argument("--list-file", help="list dataset: the list file (default <root>/<split>.txt; "
-                   "the validation split: val.txt or validation.txt)")
+                   "the validation split: val.txt or validation.txt); folder dataset: a list of "
+                   "<class>/<video> lines")
     p.add_argument("--classes-file", help="list dataset: class names, one a line")
     p.add_argument("--frames-dir", help="ssv2: folder of extracted <id>/ frame folders")
     p.add_argument("--cache-dir", type=Path,
@@ -90,6 +92,8 @@ def _splits(args) -> list[str]:
         return args.split
     if args.dataset == "list":
         return ["train", "val", "test"] if args.list_file is None else ["train"]
+    if args.dataset == "folder" and args.list_file is None and not folder_has_splits(args.root):
+        return ["all"]
     return ["train", "validation", "test"]
 
 
@@ -152,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         for entry, reason in zip(ann.entries, results):
             if reason is not None:
                 n_bad += 1
-                bad.append((ann.split, f"{ann.where(entry)} (id {entry.id})", reason))
+                where = ann.where(entry) if ann.file.is_dir() else f"{ann.where(entry)} (id {entry.id})"
+                bad.append((ann.split, where, reason))
         labelled = sum(e.label >= 0 for e in ann.entries)
         rows.append([ann.split, str(ann.file), len(ann.entries), labelled, len(ann.entries) - n_bad,
                      n_bad + len(ann.problems)])

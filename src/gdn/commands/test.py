@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 
-from gdn.data.annotations import class_difference
+from gdn.data.annotations import DATASETS, class_difference
 from gdn.data.datasets import build_dataset
 from gdn.data.loader import build_loader, close_loader
 from gdn.data.sampling import PROTOCOLS, SAMPLINGS, check_clips
@@ -39,7 +39,7 @@ HELP = "evaluate a checkpoint (top-1, top-5, mean class accuracy) on a labelled 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .pt file written by `gdn train` or `gdn convert`")
-    p.add_argument("--dataset", choices=("ssv1", "ssv2", "list"), help="default: the checkpoint's")
+    p.add_argument("--dataset", choices=DATASETS, help="default: the checkpoint's")
     p.add_argument("--data-root", help="default: the checkpoint's data.root")
     p.add_argument("--split", help="train | validation | test (default: the checkpoint's data.val_split)")
     p.add_argument("--list-file", help="annotation list for --dataset list, relative to the current directory "

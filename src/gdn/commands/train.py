@@ -1,6 +1,7 @@
 """`gdn train`: train a model from a YAML config, flags and `--set section.key=value` overrides.
 
     gdn train --config configs/sthv1/gdn_r50_8f.yaml --data-root data/sthv1 --out runs/gdn8
+    gdn train --dataset folder --data-root my_videos --model gdn_tiny --out runs/mine   # your own videos
     gdn train --config ... --out runs/gdn8 --resume auto          # continue after a stop
     torchrun --nproc_per_node 8 -m gdn train --config ...          # one process per GPU
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from gdn.config import Config
 
-HELP = "train a model (the paper's recipe by default); resumable, torchrun-aware"
+HELP = "train a model (from scratch or fine-tuning: the recipe follows the weights); resumable, torchrun-aware"
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ FLAGS = {
     "frames": "data.frames",
     "size": "data.size",
     "workers": "data.workers",
+    "recipe": "train.recipe",
+    "freeze_stages": "train.freeze_stages",
+    "balance": "train.balance",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
@@ -48,7 +52,11 @@ def add_arguments(p) -> None:
     p.add_argument("--init-from", help="fine-tune from a gdn checkpoint or state dict (same architecture)")
     p.add_argument("--reset-head", action="store_true",
                    help="with --init-from: re-initialise the classifier when the class count differs")
-    p.add_argument("--dataset", help="ssv1 | ssv2 | list")
+    p.add_argument("--recipe", help="auto (default: scratch without weights, finetune with them) | scratch | finetune")
+    p.add_argument("--freeze-stages", type=int, metavar="N",
+                   help="fine-tuning: freeze the stem and the first N stages, their BatchNorm statistics too")
+    p.add_argument("--balance", help="none | sampler (class-balanced sampling) | loss (class-weighted loss)")
+    p.add_argument("--dataset", help="ssv1 | ssv2 | list | folder (ROOT/<class name>/<videos>)")
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--frames", type=int, help="frames per clip (8 or 16 in the paper)")
     p.add_argument("--size", type=int, help="crop size (224 or 112)")

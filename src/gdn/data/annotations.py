@@ -1,4 +1,5 @@
-"""Annotation readers: Something-Something V1 and V2 as distributed, and generic list files.
+"""Annotation readers: Something-Something V1 and V2 as distributed, generic list files, and a
+folder of class folders.
 
 Each reader returns :class:`Annotations`: the class names (index = label), one :class:`Entry` per
 video, and every problem found (unknown class, label out of range, duplicate id, malformed line)
@@ -20,6 +21,14 @@ Layouts (see docs/reference: something-something.md):
   ``<path> <label>`` (videos); a ``<path>`` alone is unlabelled, which only a test split may be.
   Optional class-names file, one name a line. ``<root>/<split>.txt`` by default, the validation
   split as ``val.txt`` or ``validation.txt``.
+- ``folder``: your own videos, ``ROOT/<class name>/<video file or frame folder>`` (the Kinetics
+  and UCF101 layout; any container PyAV reads, frame folders of JPEGs). Class names are the
+  folder names, sorted. The split comes from ``ROOT/train/<class>/...`` and ``ROOT/val/<class>/...``
+  (or ``validation``) when both exist; or from list files of ``<class>/<video>`` lines relative
+  to the root; or, for a plain ``ROOT/<class>/`` tree read as split ``"all"``, from
+  :func:`split_by_class`, a seeded stratified fraction that `gdn train` writes to its run folder.
+  Hidden entries (``.name``) and files directly under a split folder are ignored; a file in a
+  class folder that is not a video, and an empty class folder, are problems.
 
 Paths: the readers take the data root as given (a caller resolves a path typed on the command
 line against the current directory); the list file, the class-names file and the video paths
@@ -31,18 +40,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from gdn.data.decode import VIDEO_SUFFIXES
 from gdn.errors import GdnError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AnnotationError", "Annotations", "Entry", "Problem", "read_annotations",
-           "read_ssv1", "read_ssv2", "read_list", "normalize_split", "class_difference", "DATASETS",
+           "read_ssv1", "read_ssv2", "read_list", "read_folder", "folder_has_splits", "split_by_class",
+           "write_split_list", "normalize_split", "class_difference", "DATASETS",
            "SSV1_FRAMES", "SSV1_LABELS", "SSV1_SPLIT", "SSV2_VIDEOS", "SSV2_LABELS", "SSV2_SPLIT"]
 
-DATASETS = ("ssv1", "ssv2", "list")
+DATASETS = ("ssv1", "ssv2", "list", "folder")
 # The official layouts, the one place they are spelled (synthetic.py writes them, the readers
 # below read them): under the root, the folder of frame folders or videos, the class names,
 # and one annotation file per split (`{split}`: train, validation, test).
@@ -91,7 +106,10 @@ class Annotations:
     problems: list[Problem] = field(default_factory=list)
 
     def where(self, entry: Entry) -> str:
-        """Where `entry` was read: ``"<file name>, line N"`` (``entry N`` for JSON files)."""
+        """Where `entry` was read: ``"<file name>, line N"`` (``entry N`` for JSON files), or
+        ``"<root name>/<class>/<video>"`` for a folder dataset read from its class folders."""
+        if self.file.is_dir():
+            return f"{self.file.name}/{entry.id}"
         return f"{self.file.name}, {'entry' if self.file.suffix == '.json' else 'line'} {entry.line}"
 
     def raise_for_problems(self, show: int = 5) -> None:
@@ -393,11 +411,133 @@ def read_list(root: str | Path, list_file: str | Path, classes_file: str | Path 
     return Annotations("list", split, file, classes, entries, problems)
 
 
+# Folder datasets: the sub-folders a split may live in, first match wins.
+FOLDER_SPLITS = {"train": ("train",), "validation": ("val", "validation"), "test": ("test",)}
+
+
+def _split_dir(root: Path, split: str) -> Path | None:
+    return next((root / name for name in FOLDER_SPLITS[split] if (root / name).is_dir()), None)
+
+
+def folder_has_splits(root: str | Path) -> bool:
+    """Whether a folder dataset is split by sub-folders: ``ROOT/train`` and ``ROOT/val`` (or
+    ``ROOT/validation``) both exist."""
+    root = Path(root)
+    return _split_dir(root, "train") is not None and _split_dir(root, "validation") is not None
+
+
+def _visible_dirs(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
+
+
+def read_folder(root: str | Path, split: str = "all", list_file: str | Path | None = None) -> Annotations:
+    """A folder dataset (``ROOT/<class name>/<video or frame folder>``, see the module docstring).
+
+    ``split`` is ``"train"``, ``"val"``/``"validation"`` or ``"test"`` (read from the split
+    sub-folder, or from ``list_file``), or ``"all"`` for every video of an unsplit tree. The
+    classes are the sorted class folders (of ``ROOT/train`` when split by folders), the same for
+    every split. Entry ids are paths relative to the folder scanned (``<class>/<name>``), the
+    lines a list file holds.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise AnnotationError(f"{root}: folder not found; --data-root must be the folder that holds one "
+                              "folder per class (ROOT/<class name>/<videos>)")
+    split = split if split == "all" else normalize_split(split)
+    splits = folder_has_splits(root)
+    classes = _visible_dirs(_split_dir(root, "train") if splits else root)
+    if not classes:
+        raise AnnotationError(f"{root}: no class folders; a folder dataset is ROOT/<class name>/<video files or "
+                              "frame folders> (or ROOT/train/<class name>/... and ROOT/val/<class name>/...)")
+    index = {name: i for i, name in enumerate(classes)}
+    problems: list[Problem] = []
+
+    if list_file is not None:
+        file = _require(_under(root, list_file), "list file", "pass an existing file of <class>/<video> lines")
+        entries = []
+        for ln, line in _read_lines(file):
+            rel = Path(line)
+            if len(rel.parts) < 2:
+                problems.append(Problem(file, f"line {ln}", f"expected <class name>/<video>, got {line!r}"))
+            elif rel.parent.name not in index:
+                problems.append(Problem(file, f"line {ln}", f"unknown class {rel.parent.name!r} (no folder "
+                                        f"{root / rel.parent.name}); classes are the folders under {root}"))
+            else:
+                entries.append(Entry(line, root / rel, index[rel.parent.name], ln,
+                                     frames=rel.suffix.lower() not in VIDEO_SUFFIXES))
+        entries = _drop_duplicates(entries, file, problems, "line")
+        return Annotations("folder", split, file, classes, entries, problems)
+
+    if split == "all" and splits:
+        raise AnnotationError(f"{root}: split into train/ and val/ folders; read split 'train' or 'validation'")
+    if split != "all":
+        base = _split_dir(root, split) if splits else None
+        if base is None:
+            raise AnnotationError(
+                f"{root}: no {'/'.join(FOLDER_SPLITS[split])} folder and no list file for the {split} split. "
+                "Put the videos in ROOT/train/<class>/ and ROOT/val/<class>/, pass list files "
+                "(data.train_list, data.val_list), or let `gdn train` split ROOT/<class>/ by data.val_fraction")
+    else:
+        base = root
+    entries = []
+    for cls in _visible_dirs(base):
+        if cls not in index:
+            problems.append(Problem(base, f"{cls}/", f"class folder {cls!r} has no counterpart in "
+                                    f"{_split_dir(root, 'train')}; rename it or add that class to train"))
+            continue
+        found = 0
+        with os.scandir(base / cls) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.name.startswith("."):
+                    continue
+                rel = f"{cls}/{e.name}"
+                is_dir = e.is_dir()
+                if not is_dir and Path(e.name).suffix.lower() not in VIDEO_SUFFIXES:
+                    problems.append(Problem(base, rel, f"not a video file ({Path(e.name).suffix or 'no'} suffix; "
+                                            f"videos end in {', '.join(VIDEO_SUFFIXES[:5])}, ...) nor a frame "
+                                            "folder; remove it or move it out of the class folder"))
+                    continue
+                entries.append(Entry(rel, base / cls / e.name, index[cls], 0, frames=is_dir))
+                found += 1
+        if not found and split in ("all", "train"):
+            problems.append(Problem(base, f"{cls}/", "empty class folder: no videos or frame folders; add "
+                                    "videos or remove the folder"))
+    return Annotations("folder", split, base, classes, entries, problems)
+
+
+def split_by_class(ann: Annotations, val_fraction: float, seed: int = 0) -> tuple[list[Entry], list[Entry]]:
+    """A stratified, seeded train/validation split of a folder dataset's entries.
+
+    Per class, ``round(n * val_fraction)`` videos (at least 1 when the class has 2 or more, none
+    when it has 1) go to validation, chosen by a permutation from
+    ``np.random.default_rng([seed, crc32(class name)])`` of the class's videos in id order: the
+    same folder and seed give the same split, and adding a class leaves the others' alone.
+    Returns ``(train, val)`` in id order.
+    """
+    train: list[Entry] = []
+    val: list[Entry] = []
+    for label, name in enumerate(ann.classes):
+        members = sorted((e for e in ann.entries if e.label == label), key=lambda e: e.id)
+        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1) if len(members) > 1 else 0
+        order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(len(members))
+        held = set(order[:n_val].tolist())
+        for i, e in enumerate(members):
+            (val if i in held else train).append(e)
+    return sorted(train, key=lambda e: e.id), sorted(val, key=lambda e: e.id)
+
+
+def write_split_list(path: str | Path, entries: list[Entry]) -> None:
+    """A folder-dataset list file: one ``<class>/<video>`` line per entry (``read_folder``'s
+    ``list_file``)."""
+    Path(path).write_text("".join(f"{e.id}\n" for e in entries))
+
+
 def read_annotations(name: str, root: str | Path, split: str, *, label_order: str = "sorted",
                      frames_dir: str | Path | None = None, list_file: str | Path | None = None,
                      classes_file: str | Path | None = None) -> Annotations:
-    """Read one split of dataset ``name`` (``ssv1``, ``ssv2`` or ``list``); problems are
-    collected, not raised (see :meth:`Annotations.raise_for_problems`).
+    """Read one split of dataset ``name`` (``ssv1``, ``ssv2``, ``list`` or ``folder``); problems
+    are collected, not raised (see :meth:`Annotations.raise_for_problems`).
 
     For ``list`` without ``list_file``, ``<root>/<split>.txt`` is read (the validation split
     from ``val.txt`` or ``validation.txt``, whichever exists).
@@ -408,4 +548,6 @@ def read_annotations(name: str, root: str | Path, split: str, *, label_order: st
         return read_ssv2(root, split, frames_dir)
     if name == "list":
         return read_list(root, list_file or _list_file(Path(root), split), classes_file, split)
+    if name == "folder":
+        return read_folder(root, split, list_file)
     raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")

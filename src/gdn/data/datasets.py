@@ -1,6 +1,6 @@
 """Video datasets: annotations + decoding + clip sampling + transforms, chosen by name.
 
-``build_dataset("ssv1" | "ssv2" | "list", root, split, ...)`` returns a :class:`VideoDataset`.
+``build_dataset("ssv1" | "ssv2" | "list" | "folder", root, split, ...)`` returns a :class:`VideoDataset`.
 An item is ``{"clip", "label", "index", "num_skipped"}``; see :meth:`VideoDataset.__getitem__`.
 
 Determinism: every random choice for a sample (segment offsets, crop, scale, flip) comes from
@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from gdn.data.annotations import Annotations, Entry, read_annotations
+from gdn.data.augment import RandAugment
 from gdn.data.decode import DecodeError, FrameCountCache, count_frames_cached, read_frames
 from gdn.data.sampling import build_sampler
 from gdn.data.transforms import EvalTransform, TrainTransform, flip_label_map, stack_frames_last
@@ -81,13 +82,16 @@ class VideoDataset(Dataset):
         flip: ``"label"`` (label-aware), ``"naive"`` (labels kept) or ``"none"`` (training only).
         frame_counts: remembers the frame counts of videos and frame folders (a dict or a
             FrameCountCache).
+        randaugment, randaugment_magnitude: RandAugment ops per training clip (0: none) and
+            their magnitude (0-10), the same for every frame (:mod:`gdn.data.augment`).
     """
 
     def __init__(self, annotations: Annotations, *, frames: int = 8, train: bool = False,
                  size: int = 224, short_side: int | None = None, clips: int = 1, crops: int = 1,
                  sampling: str = "tsn", stride: int = 2, protocol: str = "gdn", full_res: bool = False,
                  flip: str = "label", seed: int = 0, max_bad_fraction: float = 0.01,
-                 frame_counts: dict | FrameCountCache | None = None) -> None:
+                 frame_counts: dict | FrameCountCache | None = None, randaugment: int = 0,
+                 randaugment_magnitude: int = 7) -> None:
         annotations.raise_for_problems()
         if not annotations.entries:
             raise ValueError(f"{annotations.file}: no videos listed; check the file and --split")
@@ -106,7 +110,8 @@ class VideoDataset(Dataset):
                                      protocol=protocol)
         self.flip_map = flip_label_map(self.classes)
         if train:
-            self.transform = TrainTransform(size, short_side, flip=flip, flip_map=self.flip_map)
+            augment = RandAugment(randaugment, randaugment_magnitude) if randaugment else None
+            self.transform = TrainTransform(size, short_side, flip=flip, flip_map=self.flip_map, augment=augment)
         else:
             self.transform = EvalTransform(size, short_side, crops=crops, protocol=protocol,
                                            full_res=full_res)
@@ -224,9 +229,10 @@ def build_dataset(name: str, root: str | Path, split: str, *, frames: int = 8,
                   list_file: str | Path | None = None, classes_file: str | Path | None = None,
                   frames_dir: str | Path | None = None, seed: int = 0,
                   max_bad_fraction: float = 0.01,
-                  cache_dir: str | Path | None = None) -> VideoDataset:
-    """Dataset ``name`` (``ssv1``, ``ssv2``, ``list``) split ``split`` under ``root``; the other
-    arguments are :class:`VideoDataset`'s (``protocol``: ``"gdn"``, ``"tsm"`` or ``"mmaction"``).
+                  cache_dir: str | Path | None = None, randaugment: int = 0,
+                  randaugment_magnitude: int = 7) -> VideoDataset:
+    """Dataset ``name`` (``ssv1``, ``ssv2``, ``list``, ``folder``) split ``split`` under ``root``; the
+    other arguments are :class:`VideoDataset`'s (``protocol``: ``"gdn"``, ``"tsm"`` or ``"mmaction"``).
 
     Annotation problems raise :class:`~gdn.data.annotations.AnnotationError` here, naming the
     file and line. ``cache_dir``: a folder whose ``frame-counts-<name>.json`` holds video frame
@@ -240,7 +246,7 @@ def build_dataset(name: str, root: str | Path, split: str, *, frames: int = 8,
         counts = FrameCountCache(Path(cache_dir) / f"frame-counts-{name}.json")
     ds = VideoDataset(ann, frames=frames, train=train, size=size, short_side=short_side,
                       clips=clips, crops=crops, sampling=sampling, stride=stride, protocol=protocol,
-                      full_res=full_res, flip=flip,
-                      seed=seed, max_bad_fraction=max_bad_fraction, frame_counts=counts)
+                      full_res=full_res, flip=flip, seed=seed, max_bad_fraction=max_bad_fraction,
+                      frame_counts=counts, randaugment=randaugment, randaugment_magnitude=randaugment_magnitude)
     log.info("%r", ds)
     return ds

@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "VIDEO_SUFFIXES",
     "DecodeError",
     "FrameCountCache",
     "FrameStream",
@@ -62,6 +63,11 @@ __all__ = [
     "list_frame_files",
     "read_frames",
 ]
+
+# What a video file is called, where a folder is searched for videos (`gdn predict` on a folder,
+# folder datasets): the usual containers FFmpeg, and so PyAV, reads.
+VIDEO_SUFFIXES = (".webm", ".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv",
+                  ".3gp", ".ts", ".mts", ".m2ts", ".gif")
 
 # Codecs whose containers (WebM/Matroska/MP4) carry exactly one packet per shown
 # frame: VP8/VP9 pack hidden alt-ref frames into the same "superframe" packet

@@ -5,6 +5,8 @@ augmentation from ``(seed, epoch, index)`` (see :mod:`gdn.data.datasets`), so pe
 need no per-epoch reseeding and the batches do not depend on the number of workers. The order is a
 permutation seeded by ``(seed, epoch)``, sharded over ranks like ``DistributedSampler``, and
 ``set_epoch(loader, epoch, start_batch)`` skips the batches a resumed run has already consumed.
+With sample weights (``class_balanced_weights``: every class drawn equally often) the order is
+a weighted draw with replacement from the same generator, so it keeps all of the above.
 
 Evaluation shards WITHOUT padding (``EvalSampler``): every index is seen exactly once over all
 ranks; the engine gathers predictions by the items' ``index``.
@@ -26,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from gdn.data.transforms import stack_frames_last
 from gdn.ranks import rank_world
 
-__all__ = ["TrainSampler", "EvalSampler", "build_loader", "close_loader", "collate", "default_workers", "init_worker",
-           "set_epoch"]
+__all__ = ["TrainSampler", "EvalSampler", "build_loader", "class_balanced_weights", "close_loader", "collate",
+           "default_workers", "init_worker", "set_epoch"]
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -42,13 +44,19 @@ class TrainSampler(Sampler):
     to a multiple of ``world_size`` (as ``DistributedSampler``); rank ``r`` takes positions
     ``r, r + world_size, ...``. After ``set_epoch(epoch, start_batch)`` the first
     ``start_batch * batch_size`` keys of this rank are skipped and ``len`` counts the rest.
+
+    ``weights`` (one per index, e.g. :func:`class_balanced_weights`): each epoch is instead
+    ``size`` indices drawn with replacement with these probabilities, from the same generator.
     """
 
     def __init__(self, size: int, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None) -> None:
         _check_rank(rank, world_size)
+        if weights is not None and (len(weights) != size or not np.all(np.asarray(weights) >= 0)):
+            raise ValueError(f"weights must be {size} non-negative numbers, one per index")
         self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.epoch, self.start_batch = 0, 0
 
     @property
@@ -61,8 +69,11 @@ class TrainSampler(Sampler):
 
     def indices(self) -> np.ndarray:
         """This rank's indices for the current epoch, before skipping."""
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-                 if self.shuffle else np.arange(self.size))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.weights is not None:
+            order = rng.choice(self.size, size=self.size, replace=True, p=self.weights)
+        else:
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
         total = self.epoch_len * self.world_size
         order = np.resize(order, total)  # pad by repeating from the start
         return order[self.rank :: self.world_size]
@@ -88,6 +99,14 @@ class EvalSampler(Sampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.world_size))
+
+
+def class_balanced_weights(labels: list[int] | np.ndarray) -> np.ndarray:
+    """One sampling weight per sample, ``1 / (videos of its class)``: with :class:`TrainSampler`
+    every class is drawn equally often in expectation, however rare it is."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels)
+    return 1.0 / counts[labels]
 
 
 def default_workers() -> int:
@@ -145,9 +164,10 @@ def collate(items: list[dict]) -> dict:
 
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int | None = None,
                  seed: int = 0, distributed: bool = False, drop_last: bool | None = None,
-                 prefetch_factor: int = 4) -> DataLoader:
-    """A DataLoader over ``dataset`` with :class:`TrainSampler` (``train``) or
-    :class:`EvalSampler`; ranks come from ``torch.distributed`` when ``distributed``.
+                 prefetch_factor: int = 4, weights: np.ndarray | None = None) -> DataLoader:
+    """A DataLoader over ``dataset`` with :class:`TrainSampler` (``train``, drawing by
+    ``weights`` when given) or :class:`EvalSampler`; ranks come from ``torch.distributed``
+    when ``distributed``.
 
     Memory is pinned when CUDA is available, workers persist across epochs (stop them with
     :func:`close_loader`). ``workers`` defaults to :func:`default_workers`; ``drop_last`` to
@@ -157,7 +177,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         workers = default_workers()
     rank, world = rank_world() if distributed else (0, 1)
     if train:
-        sampler = TrainSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world)
+        sampler = TrainSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world, weights=weights)
     else:
         sampler = EvalSampler(len(dataset), rank=rank, world_size=world)
     return DataLoader(

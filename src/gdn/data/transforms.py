@@ -374,12 +374,13 @@ class TrainTransform(torch.nn.Module):
     :func:`model_input`.
 
     ``flip``: ``"label"`` swaps the label through ``flip_map`` when flipping, ``"naive"`` keeps
-    it, ``"none"`` never flips.
+    it, ``"none"`` never flips. ``augment``: a further ``(clip, rng) -> clip`` on the uint8 crop,
+    e.g. :class:`gdn.data.augment.RandAugment`.
     """
 
     def __init__(self, size: int = 224, short_side: int | None = None, *, flip: str = "label",
                  flip_map: Sequence[int] | None = None, scales: Sequence[float] = TSN_SCALES,
-                 max_distort: int = 1) -> None:
+                 max_distort: int = 1, augment: Callable | None = None) -> None:
         super().__init__()
         if flip not in ("label", "naive", "none"):
             raise ValueError(f"unknown flip {flip!r}: use 'label', 'naive' or 'none'")
@@ -389,6 +390,7 @@ class TrainTransform(torch.nn.Module):
         self.short_side = short_side or round(size * 256 / 224)
         self.flip, self.flip_map = flip, list(flip_map) if flip_map is not None else None
         self.scales, self.max_distort = tuple(scales), max_distort
+        self.augment = augment
 
     def forward(self, clip: Clip, label: int, rng: np.random.Generator
                 ) -> tuple[torch.Tensor, int]:
@@ -403,6 +405,8 @@ class TrainTransform(torch.nn.Module):
             out = hflip(out)
             if self.flip == "label" and label >= 0:
                 label = self.flip_map[label]
+        if self.augment is not None:
+            out = self.augment(out, rng)
         return frames_last(out), label
 
 

@@ -161,19 +161,20 @@ def _split(frames: list[np.ndarray], t: int) -> list[list[np.ndarray]]:
     return [frames[k : k + t] for k in range(0, len(frames), t)]
 
 
-def read_windows(path: str | Path, window: Span | str, stride: Span | str | None, sampler: Sampler
-                 ) -> Iterator[tuple[Window, list[list[np.ndarray]]]]:
+def read_windows(path: str | Path, window: Span | str, stride: Span | str | None, sampler: Sampler,
+                 folder_rate: Fraction | float = FOLDER_RATE) -> Iterator[tuple[Window, list[list[np.ndarray]]]]:
     """Each window of the video file or frame folder ``path``, in order, with its sampled frames:
     ``clips`` lists of ``T`` uint8 ``(H, W, 3)`` arrays, as `VideoDataset.read_frames` gives a
     whole video's.
 
     A video is decoded once, as a stream (`FrameStream`), and a window is handed over as soon as
     its last frame is decoded; the frame rate (for spans in seconds and for the windows' times) is
-    the video stream's, 12 fps for a frame folder, whose sampled files alone are read.
+    the video stream's, ``folder_rate`` (12 fps) for a frame folder, whose sampled files alone are
+    read.
     Raises DecodeError naming the file, SpanError for spans that cannot be resolved.
     """
     if os.path.isdir(path):
-        windows = WindowSampler.from_spans(window, stride, sampler, FOLDER_RATE)
+        windows = WindowSampler.from_spans(window, stride, sampler, Fraction(folder_rate))
         for w in windows.windows(count_frames(path)):
             idx = windows.indices(w)
             yield w, _split(read_frames(path, idx.ravel().tolist()), idx.shape[1])

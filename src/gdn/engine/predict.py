@@ -33,7 +33,7 @@ import torch
 
 from gdn.data.annotations import Annotations, Entry
 from gdn.data.datasets import VideoDataset
-from gdn.data.decode import DecodeError, FrameStream, RgbConverter, StreamError
+from gdn.data.decode import VIDEO_SUFFIXES, DecodeError, FrameStream, RgbConverter, StreamError
 from gdn.data.sampling import build_sampler, check_clips
 from gdn.data.transforms import EvalTransform, stack_frames_last
 from gdn.data.windows import Span, SpanError, Window, WindowSampler, read_windows
@@ -46,8 +46,6 @@ from gdn.models.fast import compile_for_inference
 log = logging.getLogger(__name__)
 
 __all__ = ["VIDEO_SUFFIXES", "Prediction", "Predictor", "expand_inputs"]
-
-VIDEO_SUFFIXES = (".webm", ".mp4", ".avi", ".mkv", ".mov", ".m4v")
 
 
 @dataclass

@@ -1,13 +1,17 @@
 """The training loop: `train(cfg)` reads top to bottom, like nanoGPT's.
 
-The default recipe is the paper's (section 3.2): SGD momentum 0.9, lr 0.02 at batch 48 scaled
+The recipe follows the starting point (`train.recipe`, `gdn.config.RECIPES`; the log says which):
+from pretrained weights the paper's (section 3.2): SGD momentum 0.9, lr 0.02 at batch 48 scaled
 linearly to the effective batch, weight decay 5e-4 (none on BatchNorm parameters and biases),
-40 epochs, lr x0.1 at epochs 20 and 30, dropout 0.5, gradient norm clipped at 20.
+40 epochs, lr x0.1 at epochs 20 and 30, dropout 0.5, gradient norm clipped at 20; from random
+weights the measured "scratch" recipe (lr 0.05 at batch 16, cosine, 1 warm-up epoch, weight decay
+1e-4, dropout 0.2). Keys the user set always win over the recipe.
 
 One process per device; under torchrun the model is wrapped in DistributedDataParallel.
 Everything a run produces goes to `cfg.out`:
 
-    config.yaml     the resolved config
+    config.yaml     the resolved config (recipe included)
+    split-*.txt     a folder dataset's train/val split, when the run made it (data.val_fraction)
     last.pt         after every epoch (and on SIGTERM/SIGINT, mid-epoch); last.prev.pt the one before
     best.pt         the checkpoint with the best validation top-1
     metrics.jsonl   one JSON object per epoch
@@ -48,9 +52,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gdn.config import Config, ConfigError
+from gdn.config import RECIPES, Config, ConfigError, TrainConfig
+from gdn.data.annotations import folder_has_splits, read_folder, split_by_class, write_split_list
+from gdn.data.augment import mix_batch
 from gdn.data.datasets import TooManyBadSamples, VideoDataset, build_dataset, check_bad_fraction
-from gdn.data.loader import build_loader, close_loader, set_epoch
+from gdn.data.loader import build_loader, class_balanced_weights, close_loader, set_epoch
 from gdn.data.transforms import model_input
 from gdn.engine import distributed as D
 from gdn.engine.checkpoint import (
@@ -78,6 +84,7 @@ from gdn.models.registry import model_options
 log = logging.getLogger(__name__)
 
 # What a run writes into its folder; a folder holding one of the first three holds a run.
+# (A folder dataset's split-*.txt stay: the config of the run being replaced may point at them.)
 RUN_FILES = (LAST, BEST, "metrics.jsonl", LAST_PREV, "config.yaml", "curves.png", "tb")
 
 
@@ -131,17 +138,45 @@ def check_model(cfg: Config) -> None:
         raise ConfigError(f"data.frames / data.size ({d.frames} x {d.size}) for '{cfg.model.name}': {e}") from None
 
 
+def split_folder_dataset(cfg: Config) -> None:
+    """A folder dataset with neither train/val folders nor list files: split it per class
+    (`data.val_fraction` held out, seeded by `data.split_seed`), write the two lists into the run
+    folder and point `data.train_list` / `data.val_list` at them, so that the run's config.yaml
+    (and `gdn test`, resume) read the same split again. Rank 0 writes; every rank reads the files."""
+    d = cfg.data
+    if d.dataset != "folder" or folder_has_splits(d.root) or (d.train_list and d.val_list):
+        return
+    if d.train_list or d.val_list:
+        raise ConfigError("a folder dataset split by list files needs both data.train_list and data.val_list")
+    out = Path(cfg.out)
+    paths = (out / "split-train.txt").resolve(), (out / "split-val.txt").resolve()
+    if D.is_main():
+        ann = read_folder(d.root, "all")
+        ann.raise_for_problems()
+        train_entries, val_entries = split_by_class(ann, d.val_fraction, d.split_seed)
+        out.mkdir(parents=True, exist_ok=True)
+        write_split_list(paths[0], train_entries)
+        write_split_list(paths[1], val_entries)
+        log.info("split %s per class: %d train / %d val videos (val_fraction %g, split_seed %d), written to %s and %s",
+                 d.root, len(train_entries), len(val_entries), d.val_fraction, d.split_seed, *paths)
+    D.barrier()
+    d.train_list, d.val_list = str(paths[0]), str(paths[1])
+
+
 def build_datasets(cfg: Config) -> tuple[VideoDataset, VideoDataset]:
     """The training and validation datasets described by `cfg.data` (same classes in both).
-    Reads the annotations only; `count_video_frames` is left to the caller."""
+    Reads the annotations only (and splits an unsplit folder dataset, `split_folder_dataset`);
+    `count_video_frames` is left to the caller."""
     d = cfg.data
+    split_folder_dataset(cfg)
     # Frame counts of webm files (which store none) are read from / kept in this folder.
     cache_dir = d.cache_dir or cfg.out
     common = dict(frames=d.frames, size=d.size, short_side=d.short_side, sampling=d.sampling,
                   protocol=d.protocol, label_order=d.label_order, classes_file=d.classes_file,
                   seed=cfg.train.seed, cache_dir=cache_dir)
     train_ds = build_dataset(d.dataset, d.root, d.train_split, train=True, flip=d.flip,
-                             list_file=d.train_list, max_bad_fraction=d.max_bad_fraction, **common)
+                             list_file=d.train_list, max_bad_fraction=d.max_bad_fraction,
+                             randaugment=d.randaugment, randaugment_magnitude=d.randaugment_magnitude, **common)
     val_ds = build_dataset(d.dataset, d.root, d.val_split, train=False, list_file=d.val_list, **common)
     if list(val_ds.classes) != list(train_ds.classes):
         raise ConfigError(
@@ -183,6 +218,57 @@ def param_groups(model: nn.Module, weight_decay: float, fc_lr_mult: float) -> li
     ]
 
 
+def freeze_stages(model: nn.Module, stages: int) -> list[nn.Module]:
+    """Fine-tuning: freeze the stem (`conv1`, `bn1`) and the first `stages` stages (`layer1`, ...).
+
+    Their parameters get no gradient (and stay out of the optimizer) and their BatchNorms stay in
+    eval mode, so the running statistics of the pretrained weights are kept too (mmaction2's
+    `frozen_stages`). Returns those BatchNorms, which `train_mode` keeps in eval mode.
+    """
+    if stages > model.num_stages:
+        raise ConfigError(f"train.freeze_stages={stages}: the model has {model.num_stages} stages")
+    frozen = [model.conv1, model.bn1, *model.stages()[:stages]]
+    for module in frozen:
+        module.requires_grad_(False)
+    return [bn for module in frozen for bn in module.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
+
+
+def frozen_batchnorms(model: nn.Module, t: TrainConfig) -> list[nn.Module]:
+    """Apply `train.freeze_stages` and `train.partial_bn`; the BatchNorms that must stay in eval mode."""
+    frozen = freeze_stages(model, t.freeze_stages) if t.freeze_stages >= 0 else []
+    if t.partial_bn:
+        frozen += [bn for bn in partial_bn(model) if not any(bn is f for f in frozen)]
+    return frozen
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor,
+                        class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of float `logits` (B, K) against labels (B,) or soft targets (B, K) (Mixup,
+    CutMix). With `class_weight` (K,) a sample counts with its class's weight (for a soft target,
+    the mix of its classes' weights), normalised by the summed weights as `F.cross_entropy` does,
+    so that one-hot targets give exactly `F.cross_entropy(logits, labels, weight=class_weight)`."""
+    if target.dim() == 1:
+        return F.cross_entropy(logits, target, weight=class_weight)
+    per_sample = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    if class_weight is None:
+        return per_sample.mean()
+    w = target @ class_weight
+    return (w * per_sample).sum() / w.sum()
+
+
+def class_balance(labels: list[int], classes: list[str], balance: str) -> np.ndarray:
+    """Log how unequal the training classes are and what `train.balance` does about it; returns
+    the per-class loss weights `N / (K * n_c)` (1 on average over the samples)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    lo, hi = int(np.argmin(counts)), int(np.argmax(counts))
+    log.info("class balance: %s (training videos per class: %d for '%s' to %d for '%s')",
+             {"none": "none", "sampler": "class-balanced sampler", "loss": "class-weighted loss"}[balance],
+             counts[lo], classes[lo], counts[hi], classes[hi])
+    if balance == "none" and counts[lo] * 2 < counts[hi]:
+        log.info("the classes differ more than 2x in size; --balance sampler or --balance loss evens them out")
+    return np.where(counts > 0, len(labels) / (len(classes) * np.maximum(counts, 1)), 0.0)
+
+
 def partial_bn(model: nn.Module) -> list[nn.Module]:
     """Freeze every BatchNorm but the first (TSN's partial BN): their statistics and affine
     parameters stay at their (pretrained) values. Returns the frozen modules, which
@@ -197,6 +283,23 @@ def train_mode(model: nn.Module, frozen_bn: list[nn.Module]) -> None:
     model.train()
     for bn in frozen_bn:
         bn.eval()
+
+
+def log_recipe(cfg: Config, applied: dict) -> None:
+    """One line: the recipe, why, its values, and the keys set otherwise (`Config.resolve_recipe`)."""
+    m, t = cfg.model, cfg.train
+    start = (f"init_from {m.init_from}" if m.init_from else f"pretrained {m.pretrained}" if m.pretrained
+             else "random weights")
+
+    def value(key: str):
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
+    recipe = RECIPES[t.recipe]
+    kept = [f"{k}={value(k)}" for k in recipe if value(k) != recipe[k]]
+    log.info("recipe: %s (the model starts from %s): %s%s", t.recipe, start,
+             ", ".join(f"{k.split('.')[1]} {value(k)}" for k in (*recipe, "train.fc_lr_mult")),
+             f"; set otherwise: {', '.join(kept)}" if kept else "")
 
 
 def lr_factor(cfg: Config, epoch_progress: float) -> float:
@@ -397,7 +500,8 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
     """Train `cfg.model` on `cfg.data` with `cfg.train`, writing the run to `cfg.out`.
 
     Args:
-        cfg: the run's configuration.
+        cfg: the run's configuration; its recipe is resolved here, in place
+            (`Config.resolve_recipe`), and logged.
         resume: None (fresh run), "auto" (continue from `cfg.out`'s newest readable `last.pt`,
             or start fresh when there is none) or the path of a checkpoint.
         overwrite: start a fresh run in a folder that holds an earlier one (its files go).
@@ -416,6 +520,7 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
         TooManyBadSamples: more unreadable videos in an epoch than data.max_bad_fraction.
     """
     out = Path(cfg.out)
+    log_recipe(cfg, cfg.resolve_recipe())
     check_model(cfg)  # before anything is read or written
     prepare_run_folder(out, resume, overwrite)
     owns_group = not D.is_distributed()
@@ -483,8 +588,10 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop
         out.mkdir(parents=True, exist_ok=True)
     for ds in (train_ds, val_ds):
         ds.count_video_frames()  # once here, not in every worker
+    loss_weights = class_balance(train_ds.labels, classes, t.balance)
     train_loader = build_loader(train_ds, t.batch_size, train=True, workers=cfg.data.workers,
-                                seed=t.seed, distributed=distributed)
+                                seed=t.seed, distributed=distributed,
+                                weights=class_balanced_weights(train_ds.labels) if t.balance == "sampler" else None)
     val_loader = build_loader(val_ds, t.batch_size, train=False, workers=cfg.data.workers,
                               seed=t.seed, distributed=distributed)
     for loader in (train_loader, val_loader):
@@ -497,10 +604,10 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop
             f"{t.batch_size} x {world_size} processes; lower train.batch_size"
         )
 
-    frozen_bn = partial_bn(model) if t.partial_bn else []
+    frozen_bn = frozen_batchnorms(model, t)
     if t.sync_bn and distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        frozen_bn = partial_bn(model) if t.partial_bn else []
+        frozen_bn = frozen_batchnorms(model, t)
     elif t.sync_bn and distributed:
         log.warning("train.sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; BatchNorm stays per process on %s",
                     device)
@@ -508,6 +615,8 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop
     if device.type == "cuda" and t.channels_last:
         to_channels_last(model)
     amp = resolve_amp(t.amp, device)
+    class_weight = torch.tensor(loss_weights, dtype=torch.float32, device=device) if t.balance == "loss" else None
+    mixing = t.mixup > 0 or t.cutmix > 0
 
     # -- optimizer; the lr follows the linear scaling rule and is set every step by lr_factor
     base_lr = cfg.scaled_lr(world_size)
@@ -578,13 +687,17 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop
                 for batch in bar:
                     clip = model_input(batch["clip"], device)  # uint8 (B, C, T, H, W) -> normalised float
                     label = batch["label"].to(device, non_blocking=True)
+                    target = label
+                    if mixing:  # seeded by the position alone: a resumed run mixes the same way
+                        clip, target = mix_batch(clip, label, len(classes), mixup=t.mixup, cutmix=t.cutmix,
+                                                 rng=np.random.default_rng([t.seed, epoch, progress.step, rank]))
                     # The optimizer steps every `accumulate` batches and at the end of the epoch.
                     last_micro = (progress.step + 1) % t.accumulate == 0 or progress.step + 1 == steps_per_epoch
                     no_sync = train_model.no_sync() if distributed and not last_micro else contextlib.nullcontext()
                     with no_sync:
                         with autocast_context(device, amp):
                             logits = train_model(clip)
-                        loss = F.cross_entropy(logits.float(), label)
+                        loss = classification_loss(logits.float(), target, class_weight)
                         # The one host synchronisation of a step, for two decisions every rank must
                         # share: stop before backward when the loss blew up on any rank (no weight is
                         # spoiled, the last checkpoint stays the good one), and stop on a signal.
