@@ -413,10 +413,13 @@ def test_loader_workers_ignore_ctrl_c():
         def __getitem__(self, i):
             return signal.getsignal(signal.SIGINT) == signal.SIG_IGN, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
-    with T.StopRequest().installed():  # the training loop's handlers are what the workers inherit
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with T.StopRequest().installed() as stop:  # the training loop's handlers are what the workers inherit
+        assert signal.getsignal(signal.SIGINT) is stop and signal.getsignal(signal.SIGTERM) is stop
         got = list(DataLoader(Handlers(), batch_size=None, num_workers=1, worker_init_fn=init_worker))
     assert got == [[True, True], [True, True]]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored here
+    # restored here to what they were (a shell starts a background job with SIGINT ignored)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_two_ctrl_c_to_the_whole_process_group_end_with_one_line_and_a_checkpoint(synth, tmp_path):

@@ -285,8 +285,8 @@ def train_mode(model: nn.Module, frozen_bn: list[nn.Module]) -> None:
         bn.eval()
 
 
-def log_recipe(cfg: Config, applied: dict) -> None:
-    """One line: the recipe, why, its values, and the keys set otherwise (`Config.resolve_recipe`)."""
+def log_recipe(cfg: Config) -> None:
+    """One line: the resolved recipe (`Config.resolve_recipe`), why, its values, and the keys set otherwise."""
     m, t = cfg.model, cfg.train
     start = (f"init_from {m.init_from}" if m.init_from else f"pretrained {m.pretrained}" if m.pretrained
              else "random weights")
@@ -520,7 +520,8 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
         TooManyBadSamples: more unreadable videos in an epoch than data.max_bad_fraction.
     """
     out = Path(cfg.out)
-    log_recipe(cfg, cfg.resolve_recipe())
+    cfg.resolve_recipe()
+    log_recipe(cfg)
     check_model(cfg)  # before anything is read or written
     prepare_run_folder(out, resume, overwrite)
     owns_group = not D.is_distributed()
