@@ -5,9 +5,9 @@ Slow (a few minutes on 2 CPU cores): `pytest -m slow tests/data/test_load.py -s`
 recorded in docs/reliability.md. Scale with GDN_LOAD_CLIPS_PER_CLASS (8 classes) and GDN_LOAD_EPOCHS.
 
 Instrumentation, all in this file:
-- decoder calls: `gdn.data.datasets.read_frames` (decoding) and `gdn.data.decode.count_frames`
-  (frame counting, behind each process's count cache) are replaced, before the loader workers
-  fork, by wrappers that append `epoch path` to a per-process file;
+- decoder calls: `gdn.data.datasets.read_frames` (decoding) and `gdn.data.decode._count` (the
+  frame counting behind `count_frames` and the count caches) are replaced, before the loader
+  workers fork, by wrappers that append `epoch path` to a per-process file;
 - memory: at the end of every epoch (when the training loop saves `last.pt`), VmRSS and Pss
   (from /proc/<pid>/status and smaps_rollup) of the main process and of every descendant
   (the loader workers of the training and validation loaders).
@@ -89,7 +89,7 @@ def test_case17_flat_memory_and_one_decode_per_file_per_epoch(tmp_path_factory, 
 
     # -- decoder instrumentation (inherited by the forked workers)
     reads = tmp_path_factory.mktemp("reads")
-    real_read, real_count = datasets_module.read_frames, decode_module.count_frames
+    real_read, real_count = datasets_module.read_frames, decode_module._count
     epoch_of = {}  # the epoch of the item being read, set by the dataset in each process
 
     class Counting(datasets_module.VideoDataset):
@@ -105,12 +105,12 @@ def test_case17_flat_memory_and_one_decode_per_file_per_epoch(tmp_path_factory, 
         log_call("decode", path)
         return real_read(path, indices)
 
-    def count_frames(path):
+    def count(path):  # what count_frames and the frame-count caches call to count a file
         log_call("count", path)
         return real_count(path)
 
     monkeypatch.setattr(datasets_module, "read_frames", read_frames)
-    monkeypatch.setattr(decode_module, "count_frames", count_frames)
+    monkeypatch.setattr(decode_module, "_count", count)
     monkeypatch.setattr(datasets_module, "VideoDataset", Counting)
 
     # -- memory at every epoch end (the loop saves last.pt there, with all workers alive)
