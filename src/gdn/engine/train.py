@@ -261,9 +261,10 @@ def class_balance(labels: list[int], classes: list[str], balance: str) -> np.nda
     the per-class loss weights `N / (K * n_c)` (1 on average over the samples)."""
     counts = np.bincount(labels, minlength=len(classes))
     lo, hi = int(np.argmin(counts)), int(np.argmax(counts))
-    log.info("class balance: %s (training videos per class: %d for '%s' to %d for '%s')",
-             {"none": "none", "sampler": "class-balanced sampler", "loss": "class-weighted loss"}[balance],
-             counts[lo], classes[lo], counts[hi], classes[hi])
+    spread = (f"{counts[lo]} for every class" if counts[lo] == counts[hi]
+              else f"{counts[lo]} for '{classes[lo]}' to {counts[hi]} for '{classes[hi]}'")
+    log.info("class balance: %s (training videos per class: %s)",
+             {"none": "none", "sampler": "class-balanced sampler", "loss": "class-weighted loss"}[balance], spread)
     if balance == "none" and counts[lo] * 2 < counts[hi]:
         log.info("the classes differ more than 2x in size; --balance sampler or --balance loss evens them out")
     return np.where(counts > 0, len(labels) / (len(classes) * np.maximum(counts, 1)), 0.0)
