@@ -123,8 +123,9 @@ class Annotations:
         raise AnnotationError(
             f"{len(self.problems)} problem(s) in the {self.name} {self.split} annotations:\n  "
             + "\n  ".join(lines)
-            + "\nFix or remove these entries (class names and label files must come from the "
-            f"same release); `gdn check-data --dataset {self.name} --root ...` lists them all."
+            + "\nFix or remove these entries"
+            + (" (class names and label files must come from the same release)" if self.name in ("ssv1", "ssv2") else "")
+            + f"; `gdn check-data --dataset {self.name} --root ...` lists them all."
         )
 
 

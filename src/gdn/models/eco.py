@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gdn.models.layers import ClipShapeError, to_video
+from gdn.models.layers import ClipShapeError, to_frames, to_video
 
 
 def _ch(channels: int, width: float) -> int:
@@ -184,8 +184,8 @@ class ECO(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        x = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, 3, H, W)
+        b, _, t, h, w = x.shape
+        x = to_frames(x)  # (B*T, 3, H, W)
         x = x * self.input_scale.view(1, 3, 1, 1) + self.input_shift.view(1, 3, 1, 1)
         x = self.pool1(self.conv1(x))
         x = self.pool2(self.conv2(self.conv2_reduce(x)))

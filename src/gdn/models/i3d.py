@@ -36,6 +36,7 @@ from gdn.models.layers import (
     NonLocal,
     VideoConv3d,
     VideoMaxPool,
+    to_frames,
 )
 from gdn.models.resnet import BLOCKS, POINTWISE, Stage, init_weights, make_stage
 
@@ -117,7 +118,7 @@ class I3DResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) clips -> (B, T', D) frame features pooled in space, T' = T / frame_multiple."""
-        b, c, t, h, w = x.shape
+        b, t = x.shape[0], x.shape[2]
         m = self.frame_multiple
         if t % m:
             raise ClipShapeError(
@@ -126,7 +127,7 @@ class I3DResNet(nn.Module):
                 "data.frames to one or change model.options.temporal_strides"
             )
         t_conv, t_pool1, t_pool2 = self.temporal_strides
-        x = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, H, W)
+        x = to_frames(x)  # (B*T, C, H, W)
         x = self.relu(self.bn1(self.conv1(x, t)))  # (B*T/t_conv, C', H/2, W/2)
         t //= t_conv
         x = self.maxpool(x, t)

@@ -91,15 +91,20 @@ class PeerCheckpoint:
     facts: list[str] = field(default_factory=list)
 
 
+def _blocks_per_stage(keys: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
+    """Residual blocks in each of `layer1` .. `layer4` of a state dict under torchvision's names."""
+    return tuple(len({k.split(".")[1] for k in keys if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+
+
 def _resnet_depth(keys: Mapping[str, torch.Tensor]) -> tuple[int | None, str]:
     """(depth, description) of a ResNet state dict under torchvision's names."""
-    blocks = [len({k.split(".")[1] for k in keys if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
+    blocks = _blocks_per_stage(keys)
     kind = "bottleneck" if "layer1.0.conv3.weight" in keys else "basic"
     stem = keys.get("conv1.weight")
-    described = f"a ResNet with {tuple(blocks)} {kind} blocks per stage"
+    described = f"a ResNet with {blocks} {kind} blocks per stage"
     if stem is None or stem.dim() != 4 or tuple(stem.shape[:2]) != (64, 3):
         return None, described + (f" and a {tuple(stem.shape)} stem" if stem is not None else " and no stem")
-    return _DEPTHS.get((kind, tuple(blocks))), described
+    return _DEPTHS.get((kind, blocks)), described
 
 
 def _unsupported(variant: str, source: str) -> WeightsMismatchError:
@@ -133,13 +138,28 @@ def _tsm_metadata(obj: Mapping, filename: str) -> dict[str, Any]:
     return found
 
 
+# the dataset an MMAction2 config validates on, from its annotation file's path
+_ANN_DATASET = re.compile(r"(?:ann_file_val|ann_file)\s*=\s*'[^']*?(sthv1|sthv2|kinetics\d+)")
+
+
+def _mmaction_sources(obj: Mapping, filename: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """Where an MMAction2 checkpoint tells its settings: its config text (1.x `meta["cfg"]`, or
+    None), and the names that encode them (0.x `meta["config_name"]`, `meta["experiment_name"]`,
+    the file name), each with how to name it in a message."""
+    meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
+    text = meta.get("cfg") or meta.get("config")
+    names = [(meta.get("config_name"), "the config name in the checkpoint's meta"),
+             (meta.get("experiment_name"), "the experiment name in the checkpoint's meta"),
+             (Path(filename).name, f"the file name {Path(filename).name}")]
+    return (text if isinstance(text, str) else None), [(n, src) for n, src in names if isinstance(n, str)]
+
+
 def _mmaction_metadata(obj: Mapping, filename: str) -> dict[str, Any]:
     """MMAction2's settings from its config text (1.x `meta["cfg"]`) or config name (0.x
     `meta["config_name"]`, or the file name)."""
-    meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
     found: dict[str, Any] = {}
-    text = meta.get("cfg") or meta.get("config")
-    if isinstance(text, str):
+    text, names = _mmaction_sources(obj, filename)
+    if text is not None:
         src = "the config text in the checkpoint's meta"
         if re.search(r"non_local_cfg\s*=", text):
             raise _unsupported("a TSM with non-local blocks (its config says so)", filename)
@@ -154,13 +174,9 @@ def _mmaction_metadata(obj: Mapping, filename: str) -> dict[str, Any]:
                 found["shift_div"] = (int(div.group(1)) if div else 8, src)
         if m := re.search(r"num_segments\s*=\s*(\d+)", text) or re.search(r"num_clips\s*=\s*(\d+)", text):
             found["frames"] = (int(m.group(1)), src)
-        if m := re.search(r"(?:ann_file_val|ann_file)\s*=\s*'[^']*?(sthv1|sthv2|kinetics\d+)", text):
+        if m := _ANN_DATASET.search(text):
             found["dataset"] = (m.group(1), src)
-    for name, src in ((meta.get("config_name"), "the config name in the checkpoint's meta"),
-                      (meta.get("experiment_name"), "the experiment name in the checkpoint's meta"),
-                      (Path(filename).name, f"the file name {Path(filename).name}")):
-        if not isinstance(name, str):
-            continue
+    for name, src in names:
         if "shift" not in found and (m := _MMACTION_RESNET.match(Path(name).name)):
             found["shift"] = (m.group(1) == "tsm", src)
             if m.group(1) == "tsm":
@@ -246,10 +262,9 @@ _I3D_NL_MODE = re.compile(r"nl[_-](dot[_-]product|embedded[_-]gaussian|gaussian)
 
 def _i3d_metadata(obj: Mapping, filename: str) -> dict[str, Any]:
     """MMAction2's I3D settings from its config text (`meta["cfg"]`) or its model zoo name."""
-    meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
     found: dict[str, Any] = {}
-    text = meta.get("cfg") or meta.get("config")
-    if isinstance(text, str) and "ResNet3d" in text:
+    text, names = _mmaction_sources(obj, filename)
+    if text is not None and "ResNet3d" in text:
         src = "the config text in the checkpoint's meta"
         value = lambda key, default: (m.group(1) if (m := re.search(rf"{key}\s*=\s*([\w'(), ]+?)(?:,\s*\w+\s*=|\))",  # noqa: E731
                                                                       text)) else default)
@@ -265,12 +280,10 @@ def _i3d_metadata(obj: Mapping, filename: str) -> dict[str, Any]:
         found["nl_scale"] = (value("use_scale", "True") == "True", src)
         if m := re.search(r"clip_len\s*=\s*(\d+),\s*frame_interval\s*=\s*(\d+)", text):
             found["clip"] = ((int(m.group(1)), int(m.group(2))), src)
-        if m := re.search(r"(?:ann_file_val|ann_file)\s*=\s*'[^']*?(sthv1|sthv2|kinetics\d+)", text):
+        if m := _ANN_DATASET.search(text):
             found["dataset"] = (m.group(1), src)
-    for name, src in ((meta.get("config_name"), "the config name in the checkpoint's meta"),
-                      (meta.get("experiment_name"), "the experiment name in the checkpoint's meta"),
-                      (Path(filename).name, f"the file name {Path(filename).name}")):
-        if not isinstance(name, str) or not Path(name).name.startswith("i3d_"):
+    for name, src in names:
+        if not Path(name).name.startswith("i3d_"):
             continue
         zoo = f"{src} (MMAction2's I3D configs: conv1_stride_t=2, pool1_stride_t=2, pool2; heavy: 1, 1, pool2)"
         found.setdefault("temporal_strides", ((1, 1, 2) if "heavy" in name else (2, 2, 2), zoo))
@@ -293,7 +306,7 @@ def _describe_i3d(obj: Mapping, state: Mapping[str, torch.Tensor], keys: Mapping
     if tuple(stem.shape) != (64, 3, 5, 7, 7):
         raise _unsupported(f"an MMAction2 ResNet3d with a {tuple(stem.shape)} stem (gdn's I3D has MMAction2 "
                            "I3D's 64 x 5x7x7)", filename)
-    blocks = tuple(len({k.split(".")[1] for k in keys if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+    blocks = _blocks_per_stage(keys)
     if blocks != (3, 4, 6, 3) or "layer1.0.conv3.weight" not in keys:
         raise _unsupported(f"an I3D ResNet with {blocks} blocks per stage (gdn builds the I3D ResNet-50)", filename)
     if any(k.endswith(".conv2.weight") and v.shape[2] != 1 for k, v in keys.items()):
@@ -309,8 +322,7 @@ def _describe_i3d(obj: Mapping, state: Mapping[str, torch.Tensor], keys: Mapping
         info.options["inflate"] = [list(f) for f in inflate]
     if any(nonlocal_at):
         info.facts.append(f"non-local blocks after blocks {nonlocal_at} (the tensors)")
-        if any(".non_local_block.g." in k and ".theta." not in k for k in state) and not any(
-                ".non_local_block.theta." in k for k in state):
+        if not any(".non_local_block.theta." in k for k in state):
             raise _unsupported("non-local blocks in 'gaussian' mode (no theta; gdn builds the embedded Gaussian)",
                                filename)
         if nonlocal_at != NONLOCAL_BLOCKS:

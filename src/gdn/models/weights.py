@@ -260,21 +260,17 @@ def bninception_filter(state_dict: dict[str, torch.Tensor],
     (`new_fc`, `fc_final`, `fc`, `last_linear`) maps to `fc`. A BN-Inception leaves the 3D part
     random, by design (the ECO paper starts it from a 3D ResNet-18 trained on Kinetics).
     """
-    out, unmapped = {}, []
+    out = {}
     for key, value in state_dict.items():
         key = key.removeprefix("base_model.")
         head = re.fullmatch(r"(new_fc|fc_final|fc|last_linear)\.(weight|bias)", key)
         mapped = f"fc.{head[2]}" if head else _bninception_key(key)
-        if mapped is None:
-            unmapped.append(key)
-        else:
-            out[mapped] = value
+        out[mapped or key] = value  # an unmapped key is kept, to be reported as unexpected
     if "conv1.conv.weight" in out:
         out["conv1.conv.weight"] = out["conv1.conv.weight"].flip(1)  # BGR -> RGB input channels
         std = torch.tensor(IMAGENET_STD)
         out["input_scale"] = std * 255
         out["input_shift"] = torch.tensor(IMAGENET_MEAN) * 255 - torch.tensor(CAFFE_MEAN_BGR[::-1])
-    out.update({k: v for k, v in state_dict.items() if k in unmapped})  # reported as unexpected
     random_by_design = []
     if not any(k.startswith("net3d.") for k in out):
         random_by_design = [k for k in model.state_dict() if k.startswith("net3d.")]
