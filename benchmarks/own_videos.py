@@ -47,7 +47,8 @@ CONDITIONS = {
     "mixup": ["--set", "train.mixup=0.8"],
     "cutmix": ["--set", "train.cutmix=1.0"],
 }
-BASE = ["--model", "gdn_tiny", "--frames", "8", "--size", "48", "--epochs", "40"]
+EPOCHS = 40
+BASE = ["--model", "gdn_tiny", "--frames", "8", "--size", "48", "--epochs", str(EPOCHS)]
 SOURCES = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 
 
@@ -99,12 +100,12 @@ def make_fixture(args) -> None:
             container.mux(stream.encode())
 
 
-def final_top1(run: Path, epochs: int) -> float | None:
-    metrics = run / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return records[-1]["val_top1"] if records and records[-1]["epoch"] == epochs else None
+def final_top1(run: Path) -> float | None:
+    """The run's validation top-1 after its last epoch, None if it has not finished."""
+    from gdn.engine.train import read_history
+
+    records = read_history(run / "metrics.jsonl", EPOCHS)
+    return records[-1]["val_top1"] if records and records[-1]["epoch"] == EPOCHS else None
 
 
 def run_all(args) -> None:
@@ -117,13 +118,13 @@ def run_all(args) -> None:
                 run = out / name / cond / f"seed{seed}"
                 cmd = [sys.executable, "-m", "gdn", "train", "--dataset", "folder", "--data-root", root, *BASE,
                        *CONDITIONS[cond], "--set", f"train.seed={seed}", "--out", str(run)]
-                top1 = final_top1(run, 40)
+                top1 = final_top1(run)
                 if top1 is None:
                     print("running:", shlex.join(cmd[1:]), flush=True)
                     start = dt.datetime.now(dt.timezone.utc)
                     # --resume auto: an interrupted invocation continues its runs exactly
                     subprocess.run([*cmd, "--resume", "auto"], check=True, stdout=subprocess.DEVNULL)
-                    top1 = final_top1(run, 40)
+                    top1 = final_top1(run)
                     results["runs"][f"{name}/{cond}/{seed}"] = {
                         "command": "gdn " + shlex.join(cmd[3:]), "top1": top1, "started": start.isoformat(),
                         "minutes": round((dt.datetime.now(dt.timezone.utc) - start).total_seconds() / 60, 1)}

@@ -35,7 +35,6 @@ import torch
 
 from gdn.data import decode
 from gdn.data.datasets import VideoDataset, build_dataset
-from gdn.data.decode import count_frames_cached
 from gdn.data.loader import init_worker
 from gdn.data.synthetic import generate
 
@@ -82,8 +81,7 @@ def main() -> None:
         print(f"{root}, CPU ms per training item (median of {args.rounds} epochs):")
         for frames in [int(f) for f in args.frames.split(",")]:
             ds = build_dataset("ssv2", root, "train", frames=frames, train=True)
-            for entry in ds.entries:
-                count_frames_cached(entry.path, ds.frame_counts)
+            ds.count_video_frames()
             for i in range(len(ds)):  # warm-up, and the same items from both arms
                 with arms["PyAV cut probing"]():
                     other = ds[(i, 0)]["clip"]

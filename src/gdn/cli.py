@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("profile", "parameters and GMACs of models; Table 1 of the paper"),
     "bench": ("bench", "training and inference speed side by side with tsn_r50"),
     "export": ("export", "export a checkpoint to ONNX and check it against onnxruntime"),
-    "convert": ("convert", "a TSM-repository or MMAction2 TSN/TSM checkpoint as a gdn checkpoint"),
+    "convert": ("convert", "a TSM-repository or MMAction2 TSN/TSM/I3D checkpoint as a gdn checkpoint"),
 }
 
 

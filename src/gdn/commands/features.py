@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         feats.labels = [label] * len(feats)
         return feats
 
-    out, failed = Features(), 0
+    parts, failed = [], 0
     if args.dataset is not None:
         split = args.split or d.val_split
         ds = build_dataset(args.dataset or d.dataset, args.data_root or d.root, split, frames=d.frames, train=False,
@@ -81,18 +81,18 @@ def run(args: argparse.Namespace) -> int:
                              f"differ from the {len(ds.classes)} classes of the {ds.name} {split} annotations under "
                              f"{args.data_root or d.root}")
         if window is None:
-            out = extract_features(model, ds, batch_size=args.batch_size, workers=args.workers, **common)
+            parts.append(extract_features(model, ds, batch_size=args.batch_size, workers=args.workers, **common))
         else:
-            for e in ds.entries:
-                out.extend(windows(e.path, e.id, e.label))
+            parts.extend(windows(e.path, e.id, e.label) for e in ds.entries)
     else:
         for path in expand_inputs(args.inputs):
             try:
-                out.extend(windows(path, str(path), -1) if window is not None else
-                           extract_features(model, predictor.dataset([path]), batch_size=1, **common))
+                parts.append(windows(path, str(path), -1) if window is not None else
+                             extract_features(model, predictor.dataset([path]), batch_size=1, **common))
             except (DecodeError, OSError) as e:
                 print("gdn features: " + " ".join(str(e.__cause__ or e).split()), file=sys.stderr)
                 failed += 1
+    out = Features.join(parts)
     if len(out):
         save_features(args.out, out, {"checkpoint": args.checkpoint, "model": cfg.model.name,
                                       "frames": d.frames, "size": d.size,

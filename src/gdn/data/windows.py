@@ -38,7 +38,7 @@ from gdn.errors import GdnError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FOLDER_RATE", "Span", "SpanError", "Window", "WindowSampler", "read_windows"]
+__all__ = ["FOLDER_RATE", "Span", "SpanError", "Window", "WindowSampler", "frame_rate", "read_windows"]
 
 FOLDER_RATE = Fraction(12)  # frames per second of a JPEG frame folder (Something-Something's)
 
@@ -155,6 +155,15 @@ class WindowSampler:
 
     def __repr__(self) -> str:
         return f"WindowSampler(window={self.window}, stride={self.stride}, rate={self.rate}, {self.sampler})"
+
+
+def frame_rate(path: str | Path, folder_rate: Fraction | float = FOLDER_RATE) -> Fraction:
+    """Frames per second of a video file (`FrameStream.rate`: its stream's average rate, else
+    FFmpeg's guess), ``folder_rate`` for a frame folder or a stream that does not say."""
+    if os.path.isdir(path):
+        return Fraction(folder_rate)
+    with FrameStream(path) as stream:
+        return stream.rate or Fraction(folder_rate)
 
 
 def _split(frames: list[np.ndarray], t: int) -> list[list[np.ndarray]]:

@@ -35,7 +35,7 @@ from gdn.ranks import get_rank, is_distributed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "TIME_OPPOSITES", "autocast_context", "compute_metrics",
+__all__ = ["EvalResult", "ScoreFile", "ScoreFileError", "autocast_context", "compute_metrics",
            "confusion_figure", "evaluate", "fuse", "json_safe", "load_scores", "pair_metrics", "pair_order",
            "resolve_amp", "save_confusion_png", "save_per_class", "save_scores", "score_clips", "time_reverse_pairs",
            "view_average"]
@@ -480,25 +480,22 @@ def save_per_class(result: EvalResult, classes: list[str], csv_path, json_path=N
             json.dump({"metrics": json_safe(result.metrics()), "per_class": rows}, f, indent=1)
 
 
-def save_confusion_png(confusion: np.ndarray, classes: list[str], path, title: str = "",
-                       pairs: dict[int, int] | None = None) -> None:
+def save_confusion_png(confusion: np.ndarray, classes: list[str], path, title: str = "") -> None:
     """`confusion_figure` saved as a PNG."""
     import matplotlib.pyplot as plt
 
-    fig = confusion_figure(confusion, classes, title, pairs)
+    fig = confusion_figure(confusion, classes, title)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def confusion_figure(confusion: np.ndarray, classes: list[str], title: str = "",
-                     pairs: dict[int, int] | None = None):
+def confusion_figure(confusion: np.ndarray, classes: list[str], title: str = ""):
     """Row-normalised confusion matrix (true class down, predicted across), a matplotlib Figure.
 
-    The classes are ordered so that each sits next to its time reverse (`pairs`, by default
-    `time_reverse_pairs(classes)`), and each pair's 2x2 block is outlined: a model blind to
-    frame order (TSN) shows its mass on both cells of a block row, one that sees the order on
-    the diagonal. Up to 40 classes the axes carry the full names, wrapped, with the number of
+    The classes are ordered so that each sits next to its time reverse (`time_reverse_pairs`),
+    and each pair's 2x2 block is outlined: a model blind to frame order (TSN) shows its mass on
+    both cells of a block row, one that sees the order on the diagonal. Up to 40 classes the axes carry the full names, wrapped, with the number of
     videos of each true class; up to 30 each cell shows its percentage of the true class.
     """
     import textwrap
@@ -510,7 +507,7 @@ def confusion_figure(confusion: np.ndarray, classes: list[str], title: str = "",
     from matplotlib.patches import Rectangle
 
     k = len(classes)
-    pairs = time_reverse_pairs(classes) if pairs is None else pairs
+    pairs = time_reverse_pairs(classes)
     order = pair_order(k, pairs)
     cm = np.asarray(confusion)[np.ix_(order, order)]
     support = cm.sum(axis=1)

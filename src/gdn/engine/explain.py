@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from gdn.data.decode import FrameStream, count_frames, read_frames
+from gdn.data.decode import count_frames, read_frames
 from gdn.data.transforms import model_input
-from gdn.data.windows import FOLDER_RATE
+from gdn.data.windows import FOLDER_RATE, frame_rate
 from gdn.engine.predict import Predictor
 from gdn.engine.render import VideoWriter, class_colour, draw_lines, legible_size
 from gdn.errors import UsageError
@@ -165,23 +165,15 @@ def explain(predictor: Predictor, path: str | Path, *, target: int | str | None 
     maps = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
     peak = float(maps.max())
     maps = (maps / peak if peak > 0 else maps).cpu().numpy().astype(np.float32)
-    values, classes = scores.topk(min(topk, len(predictor.classes)))
     return Explanation(
         path=str(path), model=predictor.cfg.model.name, layer=name, target=k,
         class_name=predictor.classes[k], probability=float(scores[k]),
-        predicted=[(int(c), predictor.classes[int(c)], float(v)) for v, c in zip(values, classes)],
+        predicted=predictor.top_classes(scores, topk),
         frame_indices=idx[0].tolist(),
         frames=views[0].permute(1, 2, 3, 0).numpy(),  # (T, S, S, 3)
         maps=maps, temporal=temporal_test(model, clip, k, shuffles=shuffles, seed=seed),
-        rate=_rate(path), num_frames=n,
+        rate=frame_rate(path), num_frames=n,
     )
-
-
-def _rate(path: str | Path) -> Fraction:
-    if Path(path).is_dir():
-        return FOLDER_RATE
-    with FrameStream(path) as stream:
-        return stream.rate or FOLDER_RATE
 
 
 def _heat(frame: np.ndarray, cam: np.ndarray) -> np.ndarray:
@@ -257,10 +249,11 @@ def save_explanation(e: Explanation, out: str | Path) -> dict[str, Path]:
     s = e.frames.shape[1]
     out_h, out_w = legible_size(s, s, 240)
     writer = VideoWriter(paths["overlay"], out_w, out_h, e.rate)
+    drawn = [draw_lines(np.asarray(Image.fromarray(_heat(e.frames[seg], e.maps[seg])).resize((out_w, out_h),
+                                                                                           Image.BILINEAR)),
+                        [f"{e.class_name}: {100 * e.probability:.1f}%", f"frame {e.frame_indices[seg]} ({seg + 1}/{t})"])
+             for seg in range(t)]  # one picture per sampled frame, shown for its segment's source frames
     for i in range(max(e.num_frames, t)):
-        seg = min(t - 1, i * t // max(e.num_frames, t))  # the TSN segment of source frame i
-        image = Image.fromarray(_heat(e.frames[seg], e.maps[seg])).resize((out_w, out_h), Image.BILINEAR)
-        writer.write(draw_lines(np.asarray(image), [f"{e.class_name}: {100 * e.probability:.1f}%",
-                                                    f"frame {e.frame_indices[seg]} ({seg + 1}/{t})"]))
+        writer.write(drawn[min(t - 1, i * t // max(e.num_frames, t))])  # the TSN segment of source frame i
     writer.close()
     return paths

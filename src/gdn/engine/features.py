@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from torch import nn
@@ -28,14 +27,14 @@ from gdn.data.datasets import VideoDataset
 from gdn.data.decode import count_frames_cached
 from gdn.data.loader import build_loader
 from gdn.data.transforms import model_input
-from gdn.data.windows import FOLDER_RATE, Span, read_windows
+from gdn.data.windows import FOLDER_RATE, Span, frame_rate, read_windows
 from gdn.engine.evaluate import autocast_context
 from gdn.engine.predict import Predictor
 from gdn.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Features", "embed", "extract_features", "extract_windows", "frame_rate", "save_features",
+__all__ = ["Features", "embed", "extract_features", "extract_windows", "save_features",
            "load_features"]
 
 
@@ -51,10 +50,15 @@ class Features:
     end_s: list[float] = field(default_factory=list)
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
-    def extend(self, other: Features) -> None:
+    @classmethod
+    def join(cls, parts: list[Features]) -> Features:
+        """The rows of ``parts`` in order (their embeddings concatenated once)."""
+        if not parts:
+            return cls()
+        out = cls(features=np.concatenate([p.features for p in parts]))
         for name in ("video_ids", "labels", "start_frame", "end_frame", "start_s", "end_s"):
-            getattr(self, name).extend(getattr(other, name))
-        self.features = other.features if not len(self.features) else np.concatenate([self.features, other.features])
+            getattr(out, name).extend(x for p in parts for x in getattr(p, name))
+        return out
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -77,21 +81,13 @@ def embed(model: nn.Module, clips: torch.Tensor, device: torch.device | str = "c
     return frames.float().mean(dim=1).view(-1, views, frames.shape[-1]).mean(dim=1).cpu()
 
 
-def frame_rate(path: str | Path, default: float = float(FOLDER_RATE)) -> float:
-    """Frames per second of a video file (its stream's average rate), ``default`` for a frame
-    folder or a stream that does not say."""
-    if Path(path).is_dir():
-        return default
-    with av.open(str(path)) as container:
-        rate = container.streams.video[0].average_rate
-    return float(rate) if rate else default
-
-
 def extract_features(model: nn.Module, dataset: VideoDataset, *, batch_size: int = 16, workers: int = 0,
                      device: torch.device | str = "cpu", amp: str = "none", fps: float = float(FOLDER_RATE)) -> Features:
     """One embedding per video of an evaluation ``dataset`` (its sampling, views and crops), in
     dataset order, spanning the whole video. A file that cannot be read raises DecodeError."""
     model.eval()
+    if workers > 0:
+        dataset.count_video_frames()  # here, once: workers' counts never reach this process
     loader = build_loader(dataset, batch_size, train=False, workers=workers)
     parts, indices = [], []
     for batch in loader:
@@ -101,7 +97,7 @@ def extract_features(model: nn.Module, dataset: VideoDataset, *, batch_size: int
     for i in indices:
         entry = dataset.entries[i]
         n = count_frames_cached(entry.path, dataset.frame_counts)
-        rate = frame_rate(entry.path, fps)
+        rate = float(frame_rate(entry.path, fps))
         out.video_ids.append(entry.id)
         out.labels.append(entry.label)
         out.start_frame.append(0)
@@ -119,12 +115,12 @@ def extract_windows(predictor: Predictor, path: str | Path, window: Span | str, 
     `gdn.data.windows.read_windows` (one streaming decode), each clip transformed as
     `Predictor.views` does for `gdn predict --window`. ``window`` and ``stride`` are `Span`s or
     their text (``"2s"``, ``"16f"``); ``fps`` is the frame rate of a frame folder."""
-    out = Features(features=np.zeros((0, predictor.model.num_features), np.float32))
+    out = Features()
     batch: list[torch.Tensor] = []
+    rows: list[np.ndarray] = [np.zeros((0, predictor.model.num_features), np.float32)]
 
     def flush() -> None:
-        rows = embed(predictor.model, torch.stack(batch), predictor.device, predictor.amp).numpy()
-        out.features = np.concatenate([out.features, rows])
+        rows.append(embed(predictor.model, torch.stack(batch), predictor.device, predictor.amp).numpy())
         batch.clear()
 
     for w, clips in read_windows(path, window, stride, predictor.sampler, folder_rate=fps):
@@ -139,6 +135,7 @@ def extract_windows(predictor: Predictor, path: str | Path, window: Span | str, 
         out.end_s.append(w.end_time)
     if batch:
         flush()
+    out.features = np.concatenate(rows)
     return out
 
 

@@ -45,7 +45,7 @@ from gdn.models.fast import compile_for_inference
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VIDEO_SUFFIXES", "Prediction", "Predictor", "expand_inputs"]
+__all__ = ["Prediction", "Predictor", "expand_inputs"]
 
 
 @dataclass
@@ -134,10 +134,13 @@ class Predictor:
         as the checkpoint's protocol averages them."""
         return score_clips(self.model, torch.stack(views), self.device, self.amp, self.average).cpu()
 
-    def _prediction(self, path: str, probs: torch.Tensor, topk: int, window: Window | None = None) -> Prediction:
+    def top_classes(self, probs: torch.Tensor, topk: int) -> list[tuple[int, str, float]]:
+        """The ``topk`` best of one input's class probabilities ``(K,)``: (index, name, probability)."""
         values, classes = probs.topk(min(topk, len(self.classes)))
-        top = [(int(c), self.classes[int(c)], float(v)) for v, c in zip(values, classes)]
-        return Prediction(path=path, topk=top, scores=probs.numpy(), window=window)
+        return [(int(c), self.classes[int(c)], float(v)) for v, c in zip(values, classes)]
+
+    def _prediction(self, path: str, probs: torch.Tensor, topk: int, window: Window | None = None) -> Prediction:
+        return Prediction(path=path, topk=self.top_classes(probs, topk), scores=probs.numpy(), window=window)
 
     def predict_item(self, ds: VideoDataset, index: int, topk: int = 5) -> Prediction:
         """Prediction for item `index` of `self.dataset(...)`; DecodeError names the file."""

@@ -131,11 +131,21 @@ def check_model(cfg: Config) -> None:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.options of '{cfg.model.name}' ({options}): {e}") from None
     d = cfg.data
+    if why := clip_shape_problem(model, d.frames, d.size):
+        raise ConfigError(f"data.frames / data.size ({d.frames} x {d.size}) for '{cfg.model.name}': {why}")
+    if cfg.train.freeze_stages >= 0:
+        freeze_stages(model, cfg.train.freeze_stages)  # a count the model does not have: an error now
+
+
+def clip_shape_problem(model: nn.Module, frames: int, size: int) -> str | None:
+    """Why `model` (built on the meta device) cannot take clips of frames x size x size (its
+    `ClipShapeError`), or None."""
     try:
         with torch.no_grad():
-            model.eval()(torch.empty(1, 3, d.frames, d.size, d.size, device="meta"))
+            model.eval()(torch.empty(1, 3, frames, size, size, device="meta"))
     except ClipShapeError as e:
-        raise ConfigError(f"data.frames / data.size ({d.frames} x {d.size}) for '{cfg.model.name}': {e}") from None
+        return str(e)
+    return None
 
 
 def split_folder_dataset(cfg: Config) -> None:
@@ -225,9 +235,13 @@ def freeze_stages(model: nn.Module, stages: int) -> list[nn.Module]:
     eval mode, so the running statistics of the pretrained weights are kept too (mmaction2's
     `frozen_stages`). Returns those BatchNorms, which `train_mode` keeps in eval mode.
     """
-    if stages > model.num_stages:
-        raise ConfigError(f"train.freeze_stages={stages}: the model has {model.num_stages} stages")
-    frozen = [model.conv1, model.bn1, *model.stages()[:stages]]
+    if not callable(getattr(model, "stages", None)):
+        raise ConfigError(f"train.freeze_stages={stages}: {type(model).__name__} has no ResNet stages to freeze; "
+                          "leave train.freeze_stages at -1")
+    all_stages = model.stages()
+    if stages > len(all_stages):
+        raise ConfigError(f"train.freeze_stages={stages}: the model has {len(all_stages)} stages")
+    frozen = [model.conv1, model.bn1, *all_stages[:stages]]
     for module in frozen:
         module.requires_grad_(False)
     return [bn for module in frozen for bn in module.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
