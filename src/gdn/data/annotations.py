@@ -518,8 +518,11 @@ def split_by_class(ann: Annotations, val_fraction: float, seed: int = 0) -> tupl
     """
     train: list[Entry] = []
     val: list[Entry] = []
+    by_label: dict[int, list[Entry]] = {}
+    for e in ann.entries:
+        by_label.setdefault(e.label, []).append(e)
     for label, name in enumerate(ann.classes):
-        members = sorted((e for e in ann.entries if e.label == label), key=lambda e: e.id)
+        members = sorted(by_label.get(label, ()), key=lambda e: e.id)
         n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1) if len(members) > 1 else 0
         order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(len(members))
         held = set(order[:n_val].tolist())

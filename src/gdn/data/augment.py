@@ -41,9 +41,8 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _blend(clip: torch.Tensor, degenerate: torch.Tensor, factor: float) -> torch.Tensor:
-    """PIL's ImageEnhance: ``degenerate + factor * (clip - degenerate)``."""
-    x = clip.float()
+def _blend(x: torch.Tensor, degenerate: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ImageEnhance on a float clip: ``degenerate + factor * (x - degenerate)``, as uint8."""
     return _to_uint8(degenerate + factor * (x - degenerate))
 
 
@@ -57,29 +56,32 @@ def _identity(clip, level, sign):
 
 
 def _brightness(clip, level, sign):
-    return _blend(clip, torch.zeros((), dtype=torch.float32), 1.0 + sign * 0.9 * level)
+    return _blend(clip.float(), torch.zeros((), dtype=torch.float32), 1.0 + sign * 0.9 * level)
 
 
 def _color(clip, level, sign):
-    return _blend(clip, _grey(clip.float()), 1.0 + sign * 0.9 * level)
+    x = clip.float()
+    return _blend(x, _grey(x), 1.0 + sign * 0.9 * level)
 
 
 def _contrast(clip, level, sign):
-    return _blend(clip, _grey(clip.float()).mean(), 1.0 + sign * 0.9 * level)  # the clip's mean grey
+    x = clip.float()
+    return _blend(x, _grey(x).mean(), 1.0 + sign * 0.9 * level)  # the clip's mean grey
 
 
 def _sharpness(clip, level, sign):
     # PIL's SMOOTH kernel on every frame; the border pixels keep their values, as in PIL.
     c, t, h, w = clip.shape
-    x = clip.float()
     if h < 3 or w < 3:
         return clip
+    x = clip.float()
     kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-    frames = x.permute(1, 0, 2, 3).reshape(t * c, 1, h, w)  # (T*C, 1, H, W)
-    smooth = F.conv2d(frames, kernel.view(1, 1, 3, 3)).view(t, c, h - 2, w - 2).permute(1, 0, 2, 3)
+    # one depthwise conv over the C*T planes (a batch of one-channel images takes a slow path)
+    smooth = F.conv2d(x.reshape(1, c * t, h, w), kernel.view(1, 1, 3, 3).expand(c * t, 1, 3, 3),
+                      groups=c * t).view(c, t, h - 2, w - 2)
     degenerate = x.clone()
     degenerate[..., 1:-1, 1:-1] = smooth
-    return _blend(clip, degenerate, 1.0 + sign * 0.9 * level)
+    return _blend(x, degenerate, 1.0 + sign * 0.9 * level)
 
 
 def _posterize(clip, level, sign):

@@ -574,9 +574,9 @@ def _read_image(path: str | Path) -> np.ndarray:
         ) from e
 
 
-def _read_folder(folder: str | Path, wanted: list[int]) -> list[np.ndarray]:
-    """`read_frames` of a JPEG frame folder."""
-    names = _frame_names(folder)  # listed per clip: cheap, and never stale
+def _read_folder(folder: str | Path, wanted: list[int], names: list[str] | None = None) -> list[np.ndarray]:
+    """`read_frames` of a JPEG frame folder (`names`: its `_frame_names`, when the caller has them)."""
+    names = _frame_names(folder) if names is None else names  # listed per clip: cheap, and never stale
     if wanted and max(wanted) >= len(names):
         raise DecodeError(
             f"{folder}: asked for frame index {max(wanted)} but the folder has {len(names)} "

@@ -31,6 +31,7 @@ from PIL import Image
 
 from gdn.data.decode import count_frames, read_frames
 from gdn.data.synthetic import _write_jpegs
+from gdn.data.transforms import short_side_size
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,8 @@ def load_footage(path: str | Path, short_side: int = 144) -> np.ndarray:
     """Every frame of a video, resized so that its short side is ``short_side``:
     uint8 ``(N, H, W, 3)``."""
     frames = read_frames(path, range(count_frames(path)))
-    h, w = frames[0].shape[:2]
-    scale = short_side / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    th, tw = short_side_size(*frames[0].shape[:2], short_side)
+    return np.stack([np.asarray(Image.fromarray(f).resize((tw, th), Image.BILINEAR)) for f in frames])
 
 
 def camera_clip(footage: np.ndarray, cls: str, rng: np.random.Generator, *, frames: int = 16,

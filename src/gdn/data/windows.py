@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdn.data.decode import DecodeError, FrameStream, RgbConverter, count_frames, read_frames
+from gdn.data.decode import DecodeError, FrameStream, RgbConverter, _frame_names, _read_folder
 from gdn.errors import GdnError
 
 log = logging.getLogger(__name__)
@@ -184,9 +184,10 @@ def read_windows(path: str | Path, window: Span | str, stride: Span | str | None
     """
     if os.path.isdir(path):
         windows = WindowSampler.from_spans(window, stride, sampler, Fraction(folder_rate))
-        for w in windows.windows(count_frames(path)):
+        names = _frame_names(path)  # listed once, not per window
+        for w in windows.windows(len(names)):
             idx = windows.indices(w)
-            yield w, _split(read_frames(path, idx.ravel().tolist()), idx.shape[1])
+            yield w, _split(_read_folder(path, idx.ravel().tolist(), names), idx.shape[1])
         return
     with FrameStream(path) as stream:
         try:
