@@ -103,12 +103,10 @@ def _yaml_value(value) -> str:
 
 
 def run(args) -> int:
-    from gdn.engine.train import StopRequest, train
+    from gdn.engine.train import train
 
     cfg = build_config(args)
-    stop = StopRequest()
-    with stop.installed():  # until train() has stopped the loaders' workers (a Ctrl-C after the stop is ignored)
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite, stop=stop)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table (the group is gone by now)
         print(format_table(result))
     return 0

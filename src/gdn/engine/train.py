@@ -339,7 +339,7 @@ class StopRequest:
     checkpoint is being written, or the run is on its way out), when further signals are
     ignored; checkpoints are written atomically, so an abort anywhere leaves the previous one
     intact. Data-loader workers ignore SIGINT (`gdn.data.loader.init_worker`): only this process
-    decides how to stop. `gdn train` keeps the handler installed until the loaders' workers have
+    decides how to stop. `train` keeps the handler installed until the loaders' workers have
     shut down, so that a Ctrl-C during the exit cannot turn the stop into a traceback.
     """
 
@@ -510,8 +510,7 @@ def restore(ckpt: dict | None, path: Path | None, model: nn.Module, optimizer, s
 
 
 # ---------------------------------------------------------------------------- the loop
-def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
-          stop: StopRequest | None = None) -> dict:
+def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False) -> dict:
     """Train `cfg.model` on `cfg.data` with `cfg.train`, writing the run to `cfg.out`.
 
     Args:
@@ -520,8 +519,6 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
         resume: None (fresh run), "auto" (continue from `cfg.out`'s newest readable `last.pt`,
             or start fresh when there is none) or the path of a checkpoint.
         overwrite: start a fresh run in a folder that holds an earlier one (its files go).
-        stop: the signal handler to use (installed here for the run; a caller may install it
-            around more, as `gdn train` does); a new one by default.
 
     Returns:
         {"best_top1", "final" (the last epoch's metrics), "history", "run_dir", "last", "best",
@@ -548,9 +545,12 @@ def train(cfg: Config, resume: str | None = None, *, overwrite: bool = False,
         nonlocal started
         started = True
 
+    stop = StopRequest()
     try:
-        with contextlib.ExitStack() as cleanup:  # the loaders' workers stop here, not at exit
-            return _train(cfg, resume, device, on_start, stop or StopRequest(), cleanup)
+        # SIGINT/SIGTERM are this run's until the loaders' workers have stopped (here, not at
+        # exit): a Ctrl-C during the exit cannot turn the stop into a traceback.
+        with stop.installed(), contextlib.ExitStack() as cleanup:
+            return _train(cfg, resume, device, on_start, stop, cleanup)
     except BaseException:
         if not started and D.is_main():
             _remove_failed_start(out, before)
@@ -681,124 +681,123 @@ def _train(cfg: Config, resume: str | None, device: torch.device, on_start, stop
     gc.collect()
     gc.freeze()
     try:
-        with stop.installed():
-            while progress.epoch < t.epochs:
-                epoch = progress.epoch
-                set_epoch(train_loader, epoch, start_batch=progress.step)
-                train_mode(model, frozen_bn)
-                # A DataLoader draws a worker seed from the global generator when it (re)starts its
-                # workers, which a resumed run does at other times than an uninterrupted one. The
-                # dataset seeds its augmentation from (seed, epoch, index) instead, so keep that draw
-                # off the global generator: dropout then sees the same numbers in both runs.
-                with torch.random.fork_rng(devices=[]):
-                    batches = iter(train_loader)
-                # Running sums stay on the device (reading them would wait for the GPU every step),
-                # continuing from the restored ones in the order an uninterrupted run adds them.
-                loss_sum = torch.tensor(progress.stats["loss_sum"], dtype=torch.float64, device=device)
-                correct = torch.tensor(progress.stats["correct"], dtype=torch.int64, device=device)
-                t0 = time.perf_counter()
-                bar = tqdm(batches, total=steps_per_epoch, initial=progress.step,
-                           desc=f"epoch {epoch + 1}/{t.epochs}", disable=not show_progress,
-                           dynamic_ncols=True, leave=False)
-                for batch in bar:
-                    clip = model_input(batch["clip"], device)  # uint8 (B, C, T, H, W) -> normalised float
-                    label = batch["label"].to(device, non_blocking=True)
-                    target = label
-                    if mixing:  # seeded by the position alone: a resumed run mixes the same way
-                        clip, target = mix_batch(clip, label, len(classes), mixup=t.mixup, cutmix=t.cutmix,
-                                                 rng=np.random.default_rng([t.seed, epoch, progress.step, rank]))
-                    # The optimizer steps every `accumulate` batches and at the end of the epoch.
-                    last_micro = (progress.step + 1) % t.accumulate == 0 or progress.step + 1 == steps_per_epoch
-                    no_sync = train_model.no_sync() if distributed and not last_micro else contextlib.nullcontext()
-                    with no_sync:
-                        with autocast_context(device, amp):
-                            logits = train_model(clip)
-                        loss = classification_loss(logits.float(), target, class_weight)
-                        # The one host synchronisation of a step, for two decisions every rank must
-                        # share: stop before backward when the loss blew up on any rank (no weight is
-                        # spoiled, the last checkpoint stays the good one), and stop on a signal.
-                        flags = D.all_reduce_sum([float(not torch.isfinite(loss)), float(stop.signum is not None)])
-                        if flags[0] > 0:
-                            raise NonFiniteLossError(
-                                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {progress.step + 1} "
-                                f"of {steps_per_epoch}; the weights and {out / LAST} are from before it. "
-                                "Lower train.lr, enable clip_grad or check the data"
-                            )
-                        scaler.scale(loss / t.accumulate).backward()
-                    if last_micro:
-                        lr = base_lr * lr_factor(cfg, epoch + progress.step / steps_per_epoch)
-                        for g in optimizer.param_groups:
-                            g["lr"] = lr * g["lr_mult"]
-                        if t.clip_grad:
-                            scaler.unscale_(optimizer)
-                            nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
-                        progress.global_step += 1
-                    progress.step += 1
-                    loss_sum += loss.detach().double() * label.shape[0]
-                    correct += (logits.argmax(1) == label).sum()
-                    progress.stats["seen"] += label.shape[0]
-                    progress.stats["skipped"] += int(torch.as_tensor(batch.get("num_skipped", 0)).sum())
-                    if show_progress and progress.step % 10 == 0:
-                        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
-                    # A signal is honoured at an optimizer-step boundary (all ranks agree via `flags`).
-                    if flags[1] > 0 and last_micro and progress.step < steps_per_epoch:
-                        progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
-                                              loss_sum=loss_sum.item(), correct=int(correct))
-                        stop.settled = True
-                        save({"epoch_stats": D.all_gather_object(progress.stats)})
-                        D.barrier()
-                        where = f"epoch {epoch + 1}, step {progress.step} of {steps_per_epoch}"
-                        log.info("saved %s at %s", out / LAST, where)
-                        raise TrainingInterrupted(stop.signum or signal.SIGTERM,
-                                                  f"training interrupted by {signal.Signals(stop.signum).name} at "
-                                                  f"{where}; saved {out / LAST}, continue with --resume auto")
-                bar.close()
-                progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
-                                      loss_sum=loss_sum.item(), correct=int(correct))
+        while progress.epoch < t.epochs:
+            epoch = progress.epoch
+            set_epoch(train_loader, epoch, start_batch=progress.step)
+            train_mode(model, frozen_bn)
+            # A DataLoader draws a worker seed from the global generator when it (re)starts its
+            # workers, which a resumed run does at other times than an uninterrupted one. The
+            # dataset seeds its augmentation from (seed, epoch, index) instead, so keep that draw
+            # off the global generator: dropout then sees the same numbers in both runs.
+            with torch.random.fork_rng(devices=[]):
+                batches = iter(train_loader)
+            # Running sums stay on the device (reading them would wait for the GPU every step),
+            # continuing from the restored ones in the order an uninterrupted run adds them.
+            loss_sum = torch.tensor(progress.stats["loss_sum"], dtype=torch.float64, device=device)
+            correct = torch.tensor(progress.stats["correct"], dtype=torch.int64, device=device)
+            t0 = time.perf_counter()
+            bar = tqdm(batches, total=steps_per_epoch, initial=progress.step,
+                       desc=f"epoch {epoch + 1}/{t.epochs}", disable=not show_progress,
+                       dynamic_ncols=True, leave=False)
+            for batch in bar:
+                clip = model_input(batch["clip"], device)  # uint8 (B, C, T, H, W) -> normalised float
+                label = batch["label"].to(device, non_blocking=True)
+                target = label
+                if mixing:  # seeded by the position alone: a resumed run mixes the same way
+                    clip, target = mix_batch(clip, label, len(classes), mixup=t.mixup, cutmix=t.cutmix,
+                                             rng=np.random.default_rng([t.seed, epoch, progress.step, rank]))
+                # The optimizer steps every `accumulate` batches and at the end of the epoch.
+                last_micro = (progress.step + 1) % t.accumulate == 0 or progress.step + 1 == steps_per_epoch
+                no_sync = train_model.no_sync() if distributed and not last_micro else contextlib.nullcontext()
+                with no_sync:
+                    with autocast_context(device, amp):
+                        logits = train_model(clip)
+                    loss = classification_loss(logits.float(), target, class_weight)
+                    # The one host synchronisation of a step, for two decisions every rank must
+                    # share: stop before backward when the loss blew up on any rank (no weight is
+                    # spoiled, the last checkpoint stays the good one), and stop on a signal.
+                    flags = D.all_reduce_sum([float(not torch.isfinite(loss)), float(stop.signum is not None)])
+                    if flags[0] > 0:
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {progress.step + 1} "
+                            f"of {steps_per_epoch}; the weights and {out / LAST} are from before it. "
+                            "Lower train.lr, enable clip_grad or check the data"
+                        )
+                    scaler.scale(loss / t.accumulate).backward()
+                if last_micro:
+                    lr = base_lr * lr_factor(cfg, epoch + progress.step / steps_per_epoch)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr * g["lr_mult"]
+                    if t.clip_grad:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    progress.global_step += 1
+                progress.step += 1
+                loss_sum += loss.detach().double() * label.shape[0]
+                correct += (logits.argmax(1) == label).sum()
+                progress.stats["seen"] += label.shape[0]
+                progress.stats["skipped"] += int(torch.as_tensor(batch.get("num_skipped", 0)).sum())
+                if show_progress and progress.step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+                # A signal is honoured at an optimizer-step boundary (all ranks agree via `flags`).
+                if flags[1] > 0 and last_micro and progress.step < steps_per_epoch:
+                    progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
+                                          loss_sum=loss_sum.item(), correct=int(correct))
+                    stop.settled = True
+                    save({"epoch_stats": D.all_gather_object(progress.stats)})
+                    D.barrier()
+                    where = f"epoch {epoch + 1}, step {progress.step} of {steps_per_epoch}"
+                    log.info("saved %s at %s", out / LAST, where)
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM,
+                                              f"training interrupted by {signal.Signals(stop.signum).name} at "
+                                              f"{where}; saved {out / LAST}, continue with --resume auto")
+            bar.close()
+            progress.stats.update(time=progress.stats["time"] + time.perf_counter() - t0,
+                                  loss_sum=loss_sum.item(), correct=int(correct))
 
-                # -- end of epoch: statistics over all ranks, bad samples, validation, checkpoints
-                s = progress.stats
-                loss_total, correct_total, seen, skipped = D.all_reduce_sum(
-                    [s["loss_sum"], s["correct"], s["seen"], s["skipped"]]).tolist()
-                try:
-                    check_bad_fraction(int(skipped), int(seen), cfg.data.max_bad_fraction, min_seen=0)
-                except TooManyBadSamples as e:
-                    raise TooManyBadSamples(f"epoch {epoch + 1}: {e}") from None
-                record: dict[str, Any] = {
-                    "epoch": epoch + 1, "global_step": progress.global_step, "loss": loss_total / seen,
-                    "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_mult"],
-                    "train_top1": 100.0 * correct_total / seen,
-                    "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None,
-                    "clips_per_s": seen / max(s["time"], 1e-9), "time": s["time"], "num_skipped": int(skipped),
-                }
-                if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-                    with torch.random.fork_rng(devices=[]):  # as above: the loader's seed draw
-                        result = evaluate(unwrap_model(train_model), val_loader, device, amp=amp,
-                                          distributed=distributed, num_classes=len(classes), desc="val")
-                    record.update(val_top1=result.top1, val_top5=result.top5,
-                                  val_mean_class_accuracy=result.mean_class_accuracy)
-                improved = record["val_top1"] is not None and (
-                    progress.best_top1 is None or record["val_top1"] > progress.best_top1)
-                if improved:
-                    progress.best_top1 = record["val_top1"]
-                progress.history.append(record)
-                progress.epoch, progress.step, progress.stats = epoch + 1, 0, new_epoch_stats()
-                log.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, %.1f clips/s",
-                         epoch + 1, t.epochs, record["loss"], record["train_top1"],
-                         "-" if record["val_top1"] is None else f"{record['val_top1']:.2f}", record["clips_per_s"])
-                save(record, best=improved)
-                if main:
-                    with open(out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    if tb is not None:
-                        for k, v in record.items():
-                            if isinstance(v, (int, float)) and k != "epoch":
-                                tb.add_scalar(k, v, epoch + 1)
-                        tb.flush()
-                D.barrier()
+            # -- end of epoch: statistics over all ranks, bad samples, validation, checkpoints
+            s = progress.stats
+            loss_total, correct_total, seen, skipped = D.all_reduce_sum(
+                [s["loss_sum"], s["correct"], s["seen"], s["skipped"]]).tolist()
+            try:
+                check_bad_fraction(int(skipped), int(seen), cfg.data.max_bad_fraction, min_seen=0)
+            except TooManyBadSamples as e:
+                raise TooManyBadSamples(f"epoch {epoch + 1}: {e}") from None
+            record: dict[str, Any] = {
+                "epoch": epoch + 1, "global_step": progress.global_step, "loss": loss_total / seen,
+                "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_mult"],
+                "train_top1": 100.0 * correct_total / seen,
+                "val_top1": None, "val_top5": None, "val_mean_class_accuracy": None,
+                "clips_per_s": seen / max(s["time"], 1e-9), "time": s["time"], "num_skipped": int(skipped),
+            }
+            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                with torch.random.fork_rng(devices=[]):  # as above: the loader's seed draw
+                    result = evaluate(unwrap_model(train_model), val_loader, device, amp=amp,
+                                      distributed=distributed, num_classes=len(classes), desc="val")
+                record.update(val_top1=result.top1, val_top5=result.top5,
+                              val_mean_class_accuracy=result.mean_class_accuracy)
+            improved = record["val_top1"] is not None and (
+                progress.best_top1 is None or record["val_top1"] > progress.best_top1)
+            if improved:
+                progress.best_top1 = record["val_top1"]
+            progress.history.append(record)
+            progress.epoch, progress.step, progress.stats = epoch + 1, 0, new_epoch_stats()
+            log.info("epoch %d/%d: loss %.4f, train top-1 %.2f, val top-1 %s, %.1f clips/s",
+                     epoch + 1, t.epochs, record["loss"], record["train_top1"],
+                     "-" if record["val_top1"] is None else f"{record['val_top1']:.2f}", record["clips_per_s"])
+            save(record, best=improved)
+            if main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if tb is not None:
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and k != "epoch":
+                            tb.add_scalar(k, v, epoch + 1)
+                    tb.flush()
+            D.barrier()
     except KeyboardInterrupt:
         stop.settled = True
         last = out / LAST
